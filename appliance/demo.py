@@ -1,0 +1,173 @@
+"""`make run`: one Branchline node with two demo tenants, on loopback.
+
+Writes the demo plan once (random passwords, kept in ``run/demo/plan.yaml`` so a
+second run keeps the same credentials), starts the node (Kamailio edge + feature
+server + media), writes the manifest ``run/demo.json`` when everything answers,
+and stops every process it started on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from appliance.node import Node, NodeConfig
+from appliance.plan import Plan, PlanError
+
+log = logging.getLogger("branchline.demo")
+
+CARRIER_ADDRESS = "127.0.0.2"
+
+
+def demo_plan_dict() -> dict[str, Any]:
+    def pw() -> str:
+        return secrets.token_urlsafe(12)
+
+    return {
+        "version": 1,
+        "node": {"id": "demo"},
+        "trunks": [{"name": "carrier", "address": CARRIER_ADDRESS, "port": 5060}],
+        "tenants": [
+            {
+                "id": "acme",
+                "domain": "acme.example",
+                "caller_id": "+862088880000",
+                "extensions": [
+                    {"number": "1001", "password": pw(), "name": "Acme Alice"},
+                    {"number": "1002", "password": pw(), "name": "Acme Bob"},
+                ],
+                "dids": [
+                    {"number": "+862088880001", "target": "1001"},
+                    {"number": "+862088880002", "target": "1002"},
+                    {"number": "+862088880099", "target": "echo"},
+                ],
+                "hunt_groups": [{"number": "600", "members": ["1001", "1002"]}],
+                "announcements": [
+                    {"number": "700", "text": "Welcome to Acme.", "voice": "en-us"}
+                ],
+                "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
+            },
+            {
+                "id": "globex",
+                "domain": "globex.example",
+                "caller_id": "+85230000000",
+                "extensions": [
+                    {"number": "2001", "password": pw(), "name": "Globex Carol"},
+                    {"number": "2002", "password": pw(), "name": "Globex Dan"},
+                ],
+                "dids": [
+                    {"number": "+85230000001", "target": "2001"},
+                    {"number": "+85230000002", "target": "2002"},
+                    {"number": "+85230000099", "target": "echo"},
+                ],
+                "announcements": [
+                    {"number": "700", "text": "欢迎致电环球公司。", "voice": "cmn"}
+                ],
+                "outbound": [{"prefix": "9", "trunk": "carrier", "strip": 1}],
+            },
+        ],
+    }
+
+
+def load_or_create_plan(path: Path) -> Plan:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(demo_plan_dict(), allow_unicode=True, sort_keys=False))
+        path.chmod(0o600)
+    return Plan.from_dict(yaml.safe_load(path.read_text()))
+
+
+def manifest(plan: Plan, cfg: NodeConfig) -> dict[str, Any]:
+    carrier = plan.trunk("carrier")
+    return {
+        "sip": {"host": cfg.sip_host, "port": cfg.sip_port, "transports": ["udp", "tcp"]},
+        "carrier": {"address": carrier.address if carrier else None},
+        "tenants": [
+            {
+                "id": t.id,
+                "domain": t.domain,
+                "caller_id": t.caller_id,
+                "extensions": [
+                    {"number": e.number, "password": e.password, "name": e.name}
+                    for e in t.extensions
+                ],
+                "dids": [{"number": d.number, "target": d.target} for d in t.dids],
+                "outbound_prefixes": [r.prefix for r in t.outbound],
+            }
+            for t in plan.tenants
+        ],
+        "cdr": {
+            "command": [sys.executable, "-m", "appliance.cdr", "--db", str(cfg.cdr_path)],
+        },
+        "trace": {"path": str(cfg.trace_path)},
+        "web": {},
+    }
+
+
+async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | None) -> None:
+    if plan_path is not None:
+        plan = Plan.from_dict(yaml.safe_load(plan_path.read_text()))
+    else:
+        plan = load_or_create_plan(run_root / "demo" / "plan.yaml")
+    cfg = NodeConfig(run_dir=run_root / "demo" / "node", **cfg_overrides)
+    node = Node(cfg, plan)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    manifest_path = run_root / "demo.json"
+    manifest_path.unlink(missing_ok=True)
+    try:
+        await node.start()
+        tmp = manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest(plan, cfg), indent=2, ensure_ascii=False))
+        tmp.chmod(0o600)
+        tmp.replace(manifest_path)
+        log.info("demo node ready: SIP %s:%d; manifest %s (Ctrl-C to stop)",
+                 cfg.sip_host, cfg.sip_port, manifest_path)
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        manifest_path.unlink(missing_ok=True)
+        await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the Branchline demo node")
+    parser.add_argument("--run-dir", type=Path, default=Path("run"),
+                        help="where the plan, the node's state and demo.json go")
+    parser.add_argument("--plan", type=Path, help="serve this plan instead of the demo plan")
+    parser.add_argument("--sip-port", type=int, default=5060)
+    parser.add_argument("--fs-port", type=int, default=5080)
+    parser.add_argument("--rtp-range", default="20000-29999", help="LOW-HIGH RTP ports")
+    parser.add_argument("--flood-limit", type=int, default=100,
+                        help="requests per 2 s one source address may send before a ban")
+    parser.add_argument("--record", action="store_true", help="record every bridged call")
+    parser.add_argument("--ring-timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    low, _, high = args.rtp_range.partition("-")
+    overrides = {
+        "sip_port": args.sip_port, "fs_port": args.fs_port, "rtp_low": int(low),
+        "rtp_high": int(high), "flood_requests_per_2s": args.flood_limit,
+        "record_calls": args.record, "ring_timeout": args.ring_timeout,
+    }
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run(args.run_dir.resolve(), overrides, args.plan))
+    except PlanError as exc:
+        print(f"error: invalid plan: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

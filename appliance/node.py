@@ -1,0 +1,195 @@
+"""The node runtime: composition root of one Branchline node (edge + feature server).
+
+Wires the sans-I/O call-control core (:class:`appliance.pbx.b2bua.B2bua`) to an
+asyncio UDP socket, the media plane (:mod:`appliance.media.endpoint`), the CDR store
+and the call trace, and runs Kamailio as the SIP edge in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from appliance.cdr import CdrStore
+from appliance.edge.kamailio import EdgeConfig, KamailioEdge
+from appliance.media.plane import MediaPlane
+from appliance.pbx.b2bua import B2bua, PortAllocator, TraceEvent, WriteCdr
+from appliance.plan import Plan
+
+log = logging.getLogger("branchline.node")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    run_dir: Path
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    fs_port: int = 5080
+    media_ip: str = "127.0.0.1"
+    rtp_low: int = 20000
+    rtp_high: int = 29999
+    flood_requests_per_2s: int = 100
+    record_calls: bool = False
+    ring_timeout: float = 60.0
+    edge_children: int = 2
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cdr_path(self) -> Path:
+        return self.run_dir / "cdr.sqlite"
+
+    @property
+    def trace_path(self) -> Path:
+        return self.run_dir / "trace.jsonl"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.run_dir / "recordings"
+
+
+class _SipProtocol(asyncio.DatagramProtocol):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.node._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("SIP socket error: %s", exc)
+
+
+class Node:
+    """One node: start() brings up the edge and the feature server; stop() ends both."""
+
+    def __init__(self, cfg: NodeConfig, plan: Plan) -> None:
+        self.cfg = cfg
+        self.plan = plan
+        self.edge = KamailioEdge(EdgeConfig(
+            run_dir=cfg.run_dir / "edge", listen_ip=cfg.sip_host, sip_port=cfg.sip_port,
+            fs_ip="127.0.0.1", fs_port=cfg.fs_port, children=cfg.edge_children,
+            flood_requests_per_2s=cfg.flood_requests_per_2s,
+        ))
+        self.core = B2bua(
+            plan=plan, local_ip="127.0.0.1", local_port=cfg.fs_port,
+            edge=(cfg.sip_host, cfg.sip_port), media_ip=cfg.media_ip,
+            ports=PortAllocator(cfg.rtp_low, cfg.rtp_high),
+            wall_offset=time.time() - time.monotonic(), ring_timeout=cfg.ring_timeout,
+        )
+        self.cdrs: CdrStore | None = None
+        self.media: MediaPlane | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._trace_fh: TextIO | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.trace: list[TraceEvent] = []
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cdrs = CdrStore(self.cfg.cdr_path)
+        self._trace_fh = open(self.cfg.trace_path, "a", encoding="utf-8")
+        self.media = MediaPlane(
+            ip=self.cfg.media_ip,
+            on_dtmf=self._on_media_dtmf,
+            on_playback_done=self._on_playback_done,
+            recordings_dir=self.cfg.recordings_dir if self.cfg.record_calls else None,
+            cache_dir=self.cfg.run_dir / "tts-cache",
+        )
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _SipProtocol(self), local_addr=("127.0.0.1", self.cfg.fs_port)
+        )
+        self._transport = transport
+        self.edge.prepare(self.plan)
+        try:
+            await self.edge.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("node %s up: edge %s:%d, feature server 127.0.0.1:%d", self.plan.node_id,
+                 self.cfg.sip_host, self.cfg.sip_port, self.cfg.fs_port)
+
+    async def apply_plan(self, plan: Plan) -> None:
+        """Apply a new plan: the edge reloads its tables, new calls use the new routes."""
+        await self.edge.reload(plan)
+        self.plan = plan
+        self.core.set_plan(plan)
+
+    async def stop(self) -> None:
+        await self.edge.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self.media is not None:
+            await self.media.close()
+            self.media = None
+        if self.cdrs is not None:
+            self.cdrs.close()
+            self.cdrs = None
+        if self._trace_fh is not None:
+            self._trace_fh.close()
+            self._trace_fh = None
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.core.receive(data, addr, time.monotonic())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.core.tick(time.monotonic())
+        self._flush()
+
+    def _on_media_dtmf(self, leg: str, digit: str, method: str) -> None:
+        self.core.media_dtmf(leg, digit, method, time.monotonic())
+        self._flush()
+
+    def _on_playback_done(self, leg: str) -> None:
+        self.core.playback_finished(leg, time.monotonic())
+        self._flush()
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            for data, addr in self.core.outgoing():
+                transport.sendto(data, addr)
+        for cmd in self.core.commands():
+            if isinstance(cmd, WriteCdr):
+                if self.cdrs is not None:
+                    self.cdrs.write(cmd.cdr)
+            elif isinstance(cmd, TraceEvent):
+                self._write_trace(cmd)
+            elif self.media is not None:
+                self.media.execute(cmd)
+        if transport is not None:
+            for data, addr in self.core.outgoing():  # media commands may have produced SIP
+                transport.sendto(data, addr)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        deadline = self.core.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None and self._loop is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _write_trace(self, ev: TraceEvent) -> None:
+        self.trace.append(ev)
+        if len(self.trace) > 10000:
+            del self.trace[:5000]
+        record = {"ts": round(time.time(), 3), "tenant": ev.tenant_id, "call": ev.call_id,
+                  "event": ev.kind, **dict(ev.data)}
+        if self._trace_fh is not None:
+            self._trace_fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._trace_fh.flush()
+        log.info("call %s tenant=%s %s %s", ev.call_id, ev.tenant_id, ev.kind,
+                 " ".join(f"{k}={v}" for k, v in ev.data))

@@ -1,0 +1,1044 @@
+"""B2BUA call control, sans-I/O: the feature server's brain.
+
+Theory of operation
+-------------------
+Every new call reaches the feature server from the SIP edge (Kamailio) with an
+``X-BL-Origin`` header the edge wrote after authenticating the caller: either
+``ext;domain=<tenant SIP domain>;user=<extension>`` or ``trunk;name=<trunk>``.  Requests
+from any other address than the edge are refused.  The core routes the call with the
+plan (:meth:`appliance.plan.Plan.route`), so the tenant comes from the DID (trunk) or
+the authenticated domain (extension), never from anything else the caller sent.
+
+A :class:`Call` has legs.  The *A leg* is the incoming INVITE (we are its UAS); each
+*B leg* is an INVITE we send (we are its UAC) towards an extension (through the edge,
+which looks up the registration) or a trunk.  Media is anchored here: each leg has its
+own RTP endpoint on the node, and bridging two legs is a media command; so a transfer
+or a hold on one side never needs a re-INVITE of the other side's media address.
+
+Inputs are datagrams (``receive``), media notifications (``media_dtmf``,
+``playback_finished``) and the clock (``tick``); every entry point takes ``now``
+(monotonic seconds).  Outputs are drained by the edge: ``outgoing()`` (SIP datagrams),
+``commands()`` (media and store commands, frozen dataclasses) and ``next_deadline()``.
+
+Leg states::
+
+    calling --1xx--> ringing --2xx--> up --BYE--> ended
+    calling/ringing --3xx-6xx, timeout, CANCEL--> ended
+
+A call ends when all of its legs have ended; it then emits exactly one ``WriteCdr``.
+Hold is a re-INVITE on one leg: we answer it, set that leg's media direction and
+mirror the direction to the bridged peer with a re-INVITE of our own.  Transfers
+(RFC 3515 REFER, RFC 3891 Replaces) re-pair the anchored legs: blind transfer calls
+the new target and bridges it with the transferee; attended transfer bridges the
+two parties the transferor was talking to.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote
+
+from appliance.pbx.record import Cdr
+from appliance.plan import Origin, Plan, Route, Tenant
+from appliance.sip.dialog import Dialog, DialogError, DialogSet
+from appliance.sip.errors import SipError
+from appliance.sip.message import Headers, Request, Response, check_request, make_response
+from appliance.sip.sdp import (
+    Negotiated,
+    SdpError,
+    SessionDescription,
+    accept_answer,
+    make_offer,
+    negotiate,
+)
+from appliance.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponseReceived,
+    TransactionLayer,
+    TransactionTimedOut,
+)
+from appliance.sip.uri import NameAddr, SipUri
+
+Addr = tuple[str, int]
+Direction = str  # "sendrecv" | "sendonly" | "recvonly" | "inactive" (RFC 3264)
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY"
+SUPPORTED_CODECS = ("PCMU", "PCMA")
+TELEPHONE_EVENT_PT = 101
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class OpenMedia:
+    leg: str
+    port: int
+    tenant_id: str | None
+
+
+@dataclass(frozen=True)
+class ConfigureMedia:
+    """Point a leg's endpoint at its peer; ``direction`` is what the node does on it."""
+
+    leg: str
+    remote: Addr
+    codec: str
+    payload_type: int
+    dtmf_payload_type: int | None
+    direction: Direction
+
+
+@dataclass(frozen=True)
+class BridgeMedia:
+    a: str
+    b: str
+    tenant_id: str | None
+    call_id: str
+
+
+@dataclass(frozen=True)
+class UnbridgeMedia:
+    leg: str
+
+
+@dataclass(frozen=True)
+class StartEcho:
+    leg: str
+
+
+@dataclass(frozen=True)
+class PlayAnnouncement:
+    leg: str
+    text: str
+    voice: str
+
+
+@dataclass(frozen=True)
+class SendDtmf:
+    leg: str
+    digit: str
+
+
+@dataclass(frozen=True)
+class CloseMedia:
+    leg: str
+    port: int
+
+
+@dataclass(frozen=True)
+class WriteCdr:
+    cdr: Cdr
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One step of a call's trace (what the NOC and the tenant can read)."""
+
+    tenant_id: str | None
+    call_id: str
+    kind: str
+    data: tuple[tuple[str, str], ...] = ()
+
+
+Command = (
+    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayAnnouncement
+    | SendDtmf | CloseMedia | WriteCdr | TraceEvent
+)
+
+_DISPOSITIONS = {
+    486: "busy", 600: "busy", 404: "not_found", 484: "not_found", 403: "forbidden",
+    480: "unavailable", 408: "no_answer", 487: "cancelled", 503: "failed",
+}
+_DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+class PortAllocator:
+    """Even RTP ports from a range (pure bookkeeping; the edge binds them)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._free = list(range(high - (high % 2) - 2, low - 1, -2))
+        self._used: set[int] = set()
+
+    def allocate(self) -> int | None:
+        if not self._free:
+            return None
+        port = self._free.pop()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        if port in self._used:
+            self._used.remove(port)
+            self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass(eq=False)
+class Leg:
+    id: str
+    call: Call
+    role: Literal["a", "b"]
+    number: str  # the party's number on this leg
+    party: Origin | None  # the extension on this leg, if any (who may transfer)
+    port: int
+    state: Literal["calling", "ringing", "up", "ended"] = "calling"
+    invite: Request | None = None
+    server_key: str | None = None  # A leg: the INVITE server transaction
+    client_key: str | None = None  # B leg: the INVITE client transaction
+    local_tag: str = ""
+    dialog: Dialog | None = None
+    negotiated: Negotiated | None = None
+    sdp_version: int = 1
+    direction: Direction = "sendrecv"
+    peer: Leg | None = None
+    pending_2xx: Response | None = None  # A leg: our 200 until its ACK arrives
+    reinvite_key: str | None = None
+    pending_reinvite: Direction | None = None
+    transfer_from: Leg | None = None  # B leg placed by a blind transfer: the transferor
+    refer_cseq: int = 0
+    targets: tuple[str, ...] = ()  # remaining hunt-group members after this one
+    ring_seconds: float = 0.0
+    answer_body: bytes = b""  # A leg: our SDP answer, sent with the 2xx
+    last_offer: SessionDescription | None = None  # our last offer on this leg
+    retransmit_interval: float = 0.5  # A leg: RFC 3261 13.3.1.4 2xx retransmission
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    tenant_id: str | None
+    caller: str
+    callee: str
+    origin: str
+    start: float
+    destination: str = ""
+    answer: float | None = None
+    status: int = 0
+    hangup_side: str = ""
+    codec: str = ""
+    legs: list[Leg] = field(default_factory=list)
+    ended: bool = False
+
+
+# --------------------------------------------------------------------------- core
+
+
+class B2bua:
+    """The call-control core (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        local_ip: str,
+        local_port: int,
+        edge: Addr,
+        media_ip: str,
+        ports: PortAllocator,
+        wall_offset: float = 0.0,
+        ring_timeout: float = 60.0,
+        token: Callable[[int], str] = secrets.token_hex,
+    ) -> None:
+        self.plan = plan
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.edge = edge
+        self.media_ip = media_ip
+        self.ports = ports
+        self.wall_offset = wall_offset
+        self.ring_timeout = ring_timeout
+        self._token = token
+        self.layer = TransactionLayer(local_ip, local_port, "UDP")
+        self.contact = SipUri.parse(f"sip:b2bua@{local_ip}:{local_port}")
+        self.dialogs = DialogSet()
+        self._leg_by_dialog: dict[tuple[str, str, str], Leg] = {}
+        self._leg_by_server: dict[str, Leg] = {}
+        self._leg_by_client: dict[str, Leg] = {}
+        self._legs: dict[str, Leg] = {}
+        self._commands: list[Command] = []
+        self._timers: list[tuple[float, int, str, str]] = []  # (deadline, seq, kind, leg id)
+        self._seq = itertools.count()
+        self.calls: dict[str, Call] = {}
+
+    # ----------------------------------------------------------------- outputs
+
+    def outgoing(self) -> list[tuple[bytes, Addr]]:
+        return self.layer.outgoing()
+
+    def commands(self) -> list[Command]:
+        out, self._commands = self._commands, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        own = min((t[0] for t in self._timers), default=None)
+        theirs = self.layer.next_deadline()
+        if own is None:
+            return theirs
+        return own if theirs is None else min(own, theirs)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    # ----------------------------------------------------------------- inputs
+
+    def set_plan(self, plan: Plan) -> None:
+        """A new plan applies to new calls; calls in progress keep their legs."""
+        self.plan = plan
+
+    def receive(self, data: bytes, addr: Addr, now: float) -> None:
+        self.layer.receive(data, addr, now)
+        self._drain(now)
+
+    def tick(self, now: float) -> None:
+        self.layer.tick(now)
+        due = [t for t in self._timers if t[0] <= now]
+        if due:
+            self._timers = [t for t in self._timers if t[0] > now]
+            for _, _, kind, leg_id in sorted(due):
+                leg = self._legs.get(leg_id)
+                if leg is not None and leg.state != "ended":
+                    self._on_timer(kind, leg, now)
+        self._drain(now)
+
+    def media_dtmf(self, leg_id: str, digit: str, method: str, now: float) -> None:
+        """The media plane detected a key press on a leg (RFC 4733 or in-band)."""
+        leg = self._legs.get(leg_id)
+        if leg is not None:
+            self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
+
+    def playback_finished(self, leg_id: str, now: float) -> None:
+        leg = self._legs.get(leg_id)
+        if leg is not None and leg.state == "up" and leg.peer is None:
+            leg.call.hangup_side = leg.call.hangup_side or "node"
+            self._send_bye(leg, now)
+
+    # ----------------------------------------------------------------- dispatch
+
+    def _drain(self, now: float) -> None:
+        while True:
+            events = self.layer.events()
+            if not events:
+                return
+            for ev in events:
+                try:
+                    self._dispatch(ev, now)
+                except (SipError, DialogError) as exc:  # the peer's fault: keep serving
+                    self._protocol_error(ev, exc, now)
+
+    def _dispatch(self, ev: object, now: float) -> None:
+        if isinstance(ev, RequestReceived):
+            self._on_request(ev.key, ev.request, ev.addr, now)
+        elif isinstance(ev, ResponseReceived):
+            self._on_response(ev.key, ev.response, now)
+        elif isinstance(ev, StrayResponseReceived):
+            self._on_stray_response(ev.response, now)
+        elif isinstance(ev, AckReceived):
+            self._on_ack(ev.request, now)
+        elif isinstance(ev, CancelReceived):
+            self._on_cancel(ev.key, now)
+        elif isinstance(ev, TransactionTimedOut):
+            self._on_timeout(ev.key, now)
+
+    def _protocol_error(self, ev: object, exc: Exception, now: float) -> None:
+        if isinstance(ev, RequestReceived) and ev.request.method != "ACK":
+            status = getattr(exc, "status", 400)
+            reason = getattr(exc, "reason", None) or None
+            self._respond(ev.key, ev.request, status if 400 <= status < 700 else 400, reason,
+                          now)
+
+    # ----------------------------------------------------------------- requests
+
+    def _on_request(self, key: str, req: Request, addr: Addr, now: float) -> None:
+        problem = check_request(req)
+        if problem is not None:
+            self._respond(key, req, problem[0], problem[1], now)
+            return
+        if req.to.tag is not None:
+            self._on_in_dialog(key, req, now)
+            return
+        if req.method == "OPTIONS":
+            self._respond(key, req, 200, None, now, headers=[("Allow", ALLOW)])
+        elif req.method == "INVITE":
+            self._on_invite(key, req, addr, now)
+        elif req.method in ("BYE", "INFO", "REFER", "NOTIFY", "UPDATE", "PRACK"):
+            self._respond(key, req, 481, None, now)
+        else:
+            self._respond(key, req, 405, None, now, headers=[("Allow", ALLOW)])
+
+    def _on_invite(self, key: str, req: Request, addr: Addr, now: float) -> None:
+        if addr != self.edge:
+            self._respond(key, req, 403, "Calls Enter Through The Edge", now)
+            return
+        origin = _parse_origin(req.headers.get("X-BL-Origin"), self.plan)
+        if origin is None:
+            self._respond(key, req, 403, "Unknown Origin", now)
+            return
+        dialled = req.uri.user or ""
+        route = self.plan.route(origin, dialled)
+        if origin.kind == "trunk" and route.tenant_id is None:
+            tenant_id = None
+        else:
+            tenant_id = route.tenant_id or origin.tenant_id
+        caller = req.from_.uri.user or ""
+        call = Call(
+            id=self._token(8), tenant_id=tenant_id, caller=caller, callee=dialled,
+            origin=f"trunk:{origin.trunk}" if origin.kind == "trunk" else f"ext:{origin.extension}",
+            start=now,
+        )
+        self.calls[call.id] = call
+        a = self._new_leg(call, "a", caller, origin if origin.kind == "extension" else None)
+        a.invite, a.server_key, a.local_tag = req, key, self._token(6)
+        self._leg_by_server[key] = a
+        self._trace(call, "received", caller=caller, callee=dialled, origin=call.origin,
+                    sip_call_id=req.call_id)
+        if route.kind == "none":
+            self._trace(call, "unrouted", reason=route.reason)
+            self._fail_a(a, 404, now)
+            return
+        call.destination = _destination(route)
+        self._trace(call, "routed", destination=call.destination)
+        try:
+            offer = SessionDescription.parse(req.body) if req.body else None
+        except SdpError:
+            offer = None
+        if offer is None:
+            self._fail_a(a, 488, now, "Offer Required")
+            return
+        if not self._open_media(a):
+            self._fail_a(a, 503, now, "Media Ports Exhausted")
+            return
+        try:
+            answer, neg = negotiate(
+                offer, supported=SUPPORTED_CODECS, local_ip=self.media_ip, local_port=a.port,
+                session_id=_session_id(a), version=a.sdp_version,
+            )
+        except SdpError:
+            self._fail_a(a, 488, now)
+            return
+        a.negotiated, a.direction = neg, neg.direction
+        call.codec = neg.codec
+        self._configure(a)
+        a.answer_body = answer.to_bytes()
+        if route.kind == "echo":
+            self._answer_a(a, now)
+            self._commands.append(StartEcho(a.id))
+        elif route.kind == "announcement":
+            self._answer_a(a, now)
+            self._commands.append(PlayAnnouncement(a.id, route.text, route.voice))
+        elif route.kind == "hunt_group":
+            self._place_b(call, a, route, route.members[0], now, rest=route.members[1:])
+        else:
+            self._place_b(call, a, route, route.target, now)
+
+    def _on_in_dialog(self, key: str, req: Request, now: float) -> None:
+        dialog = self.dialogs.match_request(req)
+        leg = self._leg_by_dialog.get(dialog.dialog_id) if dialog else None
+        if dialog is None or leg is None:
+            self._respond(key, req, 481, None, now)
+            return
+        problem = dialog.receive_request(req)
+        if problem is not None:
+            self._respond(key, req, problem[0], problem[1], now)
+            return
+        method = req.method
+        if method == "BYE":
+            self._respond(key, req, 200, None, now)
+            self._on_bye(leg, now)
+        elif method == "INVITE":
+            self._on_reinvite(key, leg, req, now)
+        elif method == "INFO":
+            self._on_info(key, leg, req, now)
+        elif method == "REFER":
+            self._on_refer(key, leg, req, now)
+        elif method in ("OPTIONS", "NOTIFY", "UPDATE"):
+            self._respond(key, req, 200, None, now)
+        else:
+            self._respond(key, req, 405, None, now, headers=[("Allow", ALLOW)])
+
+    def _on_bye(self, leg: Leg, now: float) -> None:
+        call = leg.call
+        if not call.hangup_side and leg.transfer_from is None:
+            call.hangup_side = "caller" if leg.role == "a" else "callee"
+        self._trace(call, "hangup", leg=leg.id)
+        self._end_leg(leg, now)
+        peer = leg.peer
+        leg.peer = None
+        if peer is not None:
+            peer.peer = None
+            self._commands.append(UnbridgeMedia(peer.id))
+            self._hang_up(peer, now)
+
+    def _on_reinvite(self, key: str, leg: Leg, req: Request, now: float) -> None:
+        assert leg.dialog is not None
+        try:
+            offer = SessionDescription.parse(req.body) if req.body else None
+            if offer is None:
+                raise SdpError("re-INVITE without offer")
+            leg.sdp_version += 1
+            answer, neg = negotiate(
+                offer, supported=SUPPORTED_CODECS, local_ip=self.media_ip, local_port=leg.port,
+                session_id=_session_id(leg), version=leg.sdp_version,
+            )
+        except SdpError:
+            self._respond(key, req, 488, None, now)
+            return
+        leg.dialog.update_remote_target(req)
+        leg.negotiated, leg.direction = neg, neg.direction
+        self._configure(leg)
+        resp = make_response(req, 200, to_tag=leg.local_tag, body=answer.to_bytes(),
+                             content_type="application/sdp", contact=self.contact)
+        self.layer.send_response(key, resp, now)
+        held = neg.remote_direction in ("sendonly", "inactive")
+        self._trace(leg.call, "hold" if held else "resume", leg=leg.id)
+        if leg.peer is not None and leg.peer.state == "up":
+            self._reinvite(leg.peer, neg.remote_direction, now)
+
+    def _on_info(self, key: str, leg: Leg, req: Request, now: float) -> None:
+        ctype = (req.content_type or "").lower()
+        if ctype not in ("application/dtmf-relay", "application/dtmf"):
+            self._respond(key, req, 415, None, now, headers=[
+                ("Accept", "application/dtmf-relay, application/dtmf")])
+            return
+        digit = _info_digit(req.body, ctype)
+        if digit is None:
+            self._respond(key, req, 400, "Bad DTMF Body", now)
+            return
+        self._respond(key, req, 200, None, now)
+        self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method="info")
+        if leg.peer is not None:
+            self._commands.append(SendDtmf(leg.peer.id, digit))
+
+    # ----------------------------------------------------------------- transfer
+
+    def _on_refer(self, key: str, leg: Leg, req: Request, now: float) -> None:
+        refer_to = req.headers.get("Refer-To")
+        peer = leg.peer
+        if refer_to is None:
+            self._respond(key, req, 400, "Missing Refer-To", now)
+            return
+        if leg.party is None or peer is None or leg.state != "up":
+            self._respond(key, req, 403, "Transfer Not Allowed", now)
+            return
+        target = NameAddr.parse(refer_to).uri
+        replaces = _replaces(target)
+        if replaces is not None:
+            other = self._leg_by_dialog.get(replaces)
+            if other is None or other.peer is None or other.party != leg.party:
+                self._respond(key, req, 481, "Replaced Dialog Not Found", now)
+                return
+            self._respond(key, req, 202, None, now)
+            self._attended_transfer(leg, other, now)
+            return
+        route = self.plan.route(leg.party, target.user or "")
+        if route.kind not in ("extension", "hunt_group", "trunk", "echo"):
+            self._respond(key, req, 404, None, now)
+            return
+        self._respond(key, req, 202, None, now)
+        self._notify_refer(leg, "100 Trying", now)
+        self._trace(leg.call, "transfer", mode="blind", by=leg.id, to=target.user or "")
+        leg.peer = None
+        peer.peer = None
+        self._commands.append(UnbridgeMedia(peer.id))
+        members = route.members or (route.target,)
+        b = self._place_b(leg.call, peer, route, members[0], now, rest=members[1:])
+        if b is not None:
+            b.transfer_from = leg
+
+    def _attended_transfer(self, leg: Leg, other: Leg, now: float) -> None:
+        """Bridge ``leg``'s peer with ``other``'s peer; both transferor legs leave."""
+        first, second = leg.peer, other.peer
+        assert first is not None and second is not None
+        self._trace(leg.call, "transfer", mode="attended", by=leg.id, to=second.number)
+        for transferor in (leg, other):
+            transferor.peer = None
+            self._commands.append(UnbridgeMedia(transferor.id))
+        first.peer, second.peer = second, first
+        self._commands.append(BridgeMedia(first.id, second.id, first.call.tenant_id,
+                                          first.call.id))
+        self._notify_refer(leg, "200 OK", now)
+        self._send_bye(other, now)
+        self._arm(now + 5.0, "transferor_bye", leg)
+
+    def _notify_refer(self, leg: Leg, status_line: str, now: float) -> None:
+        if leg.dialog is None or leg.state != "up":
+            return
+        final = not status_line.startswith("1")
+        req = leg.dialog.create_request(
+            "NOTIFY", body=f"SIP/2.0 {status_line}\r\n".encode(),
+            content_type="message/sipfrag;version=2.0",
+            extra_headers=[("Event", "refer"),
+                           ("Subscription-State",
+                            "terminated;reason=noresource" if final else "active;expires=60")],
+        )
+        self.layer.send_request(req, self._next_hop(leg.dialog), now)
+
+    # ----------------------------------------------------------------- B legs
+
+    def _place_b(self, call: Call, a: Leg, route: Route, target: str, now: float,
+                 rest: tuple[str, ...] = ()) -> Leg | None:
+        tenant = self.plan.tenant(route.tenant_id or "")
+        if route.kind == "trunk":
+            if route.trunk is None or tenant is None:
+                self._fail_peer(a, 503, now)
+                return None
+            ruri = SipUri.parse(f"sip:{route.target}@{route.trunk.address}:{route.trunk.port}")
+            from_user = self._presented_number(tenant, a)
+            from_host = self.local_ip
+            number = route.target
+        else:
+            if tenant is None:
+                self._fail_peer(a, 404, now)
+                return None
+            ruri = SipUri.parse(f"sip:{target}@{tenant.domain}")
+            from_user, from_host, number = a.number, tenant.domain, target
+        b = self._new_leg(call, "b", number,
+                          Origin("extension", tenant.id, target)
+                          if route.kind != "trunk" and tenant else None)
+        b.targets, b.ring_seconds = rest, self._ring_seconds(route)
+        b.peer, a.peer = a, b
+        if not self._open_media(b):
+            self._end_leg(b, now)
+            self._fail_peer(a, 503, now)
+            return None
+        b.local_tag = self._token(6)
+        offer = make_offer(local_ip=self.media_ip, local_port=b.port, codecs=SUPPORTED_CODECS,
+                           telephone_event=TELEPHONE_EVENT_PT, direction="sendrecv",
+                           session_id=_session_id(b), version=b.sdp_version)
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        display = a.invite.from_.display if a.invite is not None and a.role == "a" else None
+        from_addr = NameAddr(display, SipUri.parse(f"sip:{from_user}@{from_host}"),
+                             (("tag", b.local_tag),))
+        headers.add("From", str(from_addr))
+        headers.add("To", f"<{ruri}>")
+        headers.add("Call-ID", f"{self._token(12)}@{self.local_ip}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<{self.contact}>")
+        headers.add("Allow", ALLOW)
+        headers.add("Content-Type", "application/sdp")
+        invite = Request("INVITE", ruri, headers, offer.to_bytes())
+        b.invite = invite
+        b.client_key = self.layer.send_request(invite, self.edge, now)
+        self._leg_by_client[b.client_key] = b
+        self._arm(now + b.ring_seconds, "ring_timeout", b)
+        self._trace(call, "dialing", leg=b.id, target=number)
+        return b
+
+    def _presented_number(self, tenant: Tenant, a: Leg) -> str:
+        """Outbound caller ID: the caller's own DID if it has one, else the tenant's."""
+        if a.party is not None and a.party.extension:
+            did = next((d.number for d in tenant.dids if d.target == a.party.extension), None)
+            if did:
+                return did
+        return tenant.caller_id
+
+    def _ring_seconds(self, route: Route) -> float:
+        if route.kind == "hunt_group":
+            tenant = self.plan.tenant(route.tenant_id or "")
+            group = next((h for h in tenant.hunt_groups if h.number == route.target), None) \
+                if tenant else None
+            if group is not None:
+                return group.ring_seconds
+        return self.ring_timeout
+
+    def _on_response(self, key: str, resp: Response, now: float) -> None:
+        leg = self._leg_by_client.get(key)
+        if leg is not None:
+            self._on_invite_response(leg, resp, now)
+            return
+        leg = next((x for x in self._legs.values() if x.reinvite_key == key), None)
+        if leg is not None and resp.status >= 200:
+            leg.reinvite_key = None
+            if 200 <= resp.status < 300 and leg.dialog is not None:
+                self.layer.send_stateless(leg.dialog.create_ack(resp), self._next_hop(leg.dialog))
+                self._on_reinvite_answer(leg, resp)
+
+    def _on_invite_response(self, b: Leg, resp: Response, now: float) -> None:
+        status = resp.status
+        a = b.peer
+        if status < 200:
+            if status > 100 and b.state == "calling":
+                b.state = "ringing"
+                if a is not None and a.role == "a" and a.state == "calling":
+                    a.state = "ringing"
+                    self._respond(a.server_key or "", a.invite, 180, None, now,  # type: ignore[arg-type]
+                                  to_tag=a.local_tag)
+            return
+        if 200 <= status < 300:
+            self._on_b_answered(b, resp, now)
+            return
+        # final failure
+        self._leg_by_client.pop(b.client_key or "", None)
+        self._end_leg(b, now)
+        if b.transfer_from is not None:
+            self._transfer_failed(b, status, now)
+            return
+        if a is None or a.state == "ended":
+            return
+        if b.targets and b.party is not None and not b.call.hangup_side:
+            # hunt group: the next member rings (our ring timeout shows up as 487)
+            route = self.plan.route(b.party, b.targets[0])
+            a.peer = None
+            self._place_b(b.call, a, route, b.targets[0], now, rest=b.targets[1:])
+            return
+        self._fail_peer(a, status, now)
+
+    def _on_b_answered(self, b: Leg, resp: Response, now: float) -> None:
+        dialog = b.dialog
+        if dialog is None:
+            assert b.invite is not None
+            dialog = Dialog.from_uac(b.invite, resp)
+            b.dialog = dialog
+            self.dialogs.add(dialog)
+            self._leg_by_dialog[dialog.dialog_id] = b
+        else:
+            dialog.confirm(resp)
+        self.layer.send_stateless(dialog.create_ack(resp), self._next_hop(dialog))
+        if b.state == "up":
+            return  # retransmission, re-ACKed above
+        a = b.peer
+        if b.state == "ended" or a is None or a.state == "ended":
+            b.state = "up"
+            self._send_bye(b, now)
+            return
+        try:
+            answer = SessionDescription.parse(resp.body)
+            assert b.invite is not None
+            neg = accept_answer(SessionDescription.parse(b.invite.body), answer)
+        except SdpError:
+            b.state = "up"
+            self._send_bye(b, now)
+            self._fail_peer(a, 488, now)
+            return
+        b.state = "up"
+        b.negotiated = neg
+        self._configure(b)
+        call = b.call
+        if call.answer is None:
+            call.answer = now
+            call.codec = call.codec or neg.codec
+        self._trace(call, "answered", leg=b.id, codec=neg.codec)
+        self._commands.append(BridgeMedia(a.id, b.id, call.tenant_id, call.id))
+        if a.role == "a" and a.state in ("calling", "ringing"):
+            self._answer_a(a, now)
+        if b.transfer_from is not None:
+            self._notify_refer(b.transfer_from, "200 OK", now)
+            self._arm(now + 5.0, "transferor_bye", b.transfer_from)
+
+    def _transfer_failed(self, b: Leg, status: int, now: float) -> None:
+        transferor, transferee = b.transfer_from, b.peer
+        assert transferor is not None
+        self._trace(b.call, "transfer_failed", status=str(status))
+        self._notify_refer(transferor, f"{status} Failed", now)
+        if transferee is not None and transferee.state == "up":
+            if transferor.state == "up":
+                transferor.peer, transferee.peer = transferee, transferor
+                self._commands.append(BridgeMedia(transferor.id, transferee.id,
+                                                  b.call.tenant_id, b.call.id))
+            else:
+                transferee.peer = None
+                self._hang_up(transferee, now)
+
+    def _on_stray_response(self, resp: Response, now: float) -> None:
+        dialog = self.dialogs.match_response(resp)
+        if dialog is not None and 200 <= resp.status < 300 and resp.cseq[1] == "INVITE":
+            self.layer.send_stateless(dialog.create_ack(resp), self._next_hop(dialog))
+
+    def _on_ack(self, req: Request, now: float) -> None:
+        dialog = self.dialogs.match_request(req)
+        leg = self._leg_by_dialog.get(dialog.dialog_id) if dialog else None
+        if leg is not None:
+            leg.pending_2xx = None
+
+    def _on_cancel(self, key: str, now: float) -> None:
+        a = self._leg_by_server.get(key)
+        if a is None or a.state not in ("calling", "ringing"):
+            return
+        a.call.hangup_side = "caller"
+        self._trace(a.call, "cancelled")
+        b = a.peer
+        a.peer = None
+        self._fail_a(a, 487, now)
+        if b is not None:
+            b.peer = None
+            self._hang_up(b, now)
+
+    def _on_timeout(self, key: str, now: float) -> None:
+        leg = self._leg_by_client.get(key)
+        if leg is not None and leg.state in ("calling", "ringing"):
+            self._on_invite_response(leg, Response(408, "Request Timeout"), now)
+            return
+        leg = self._leg_by_server.get(key)
+        if leg is not None and leg.state == "up" and leg.pending_2xx is not None:
+            # our 2xx was never ACKed (RFC 3261 13.3.1.4): end the call
+            self._on_bye(leg, now)
+
+    # ----------------------------------------------------------------- timers
+
+    def _arm(self, deadline: float, kind: str, leg: Leg) -> None:
+        self._timers.append((deadline, next(self._seq), kind, leg.id))
+
+    def _on_timer(self, kind: str, leg: Leg, now: float) -> None:
+        if kind == "ring_timeout" and leg.state in ("calling", "ringing"):
+            self._trace(leg.call, "no_answer", leg=leg.id)
+            if leg.client_key is not None:
+                try:
+                    self.layer.cancel(leg.client_key, now)
+                except SipError:
+                    pass
+        elif kind == "retransmit_2xx" and leg.pending_2xx is not None:
+            assert leg.server_key is not None
+            self.layer.send_stateless(leg.pending_2xx)
+            interval = min(leg.retransmit_interval * 2, 4.0)
+            leg.retransmit_interval = interval
+            if now - (leg.call.answer or now) < 32.0:
+                self._arm(now + interval, "retransmit_2xx", leg)
+            else:
+                self._on_bye(leg, now)
+        elif kind == "transferor_bye" and leg.state == "up" and leg.peer is None:
+            self._send_bye(leg, now)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _new_leg(self, call: Call, role: Literal["a", "b"], number: str,
+                 party: Origin | None) -> Leg:
+        leg = Leg(id=f"{call.id}-{len(call.legs)}", call=call, role=role, number=number,
+                  party=party, port=0)
+        call.legs.append(leg)
+        self._legs[leg.id] = leg
+        return leg
+
+    def _open_media(self, leg: Leg) -> bool:
+        port = self.ports.allocate()
+        if port is None:
+            return False
+        leg.port = port
+        self._commands.append(OpenMedia(leg.id, port, leg.call.tenant_id))
+        return True
+
+    def _configure(self, leg: Leg) -> None:
+        neg = leg.negotiated
+        if neg is None:
+            return
+        self._commands.append(ConfigureMedia(
+            leg.id, (neg.remote_ip, neg.remote_port), neg.codec, neg.payload_type,
+            neg.telephone_event, leg.direction,
+        ))
+
+    def _answer_a(self, a: Leg, now: float) -> None:
+        assert a.invite is not None and a.server_key is not None
+        resp = make_response(a.invite, 200, to_tag=a.local_tag,
+                             body=a.answer_body,
+                             content_type="application/sdp", contact=self.contact,
+                             headers=[("Allow", ALLOW), ("Supported", "replaces")])
+        dialog = Dialog.from_uas(a.invite, resp)
+        a.dialog = dialog
+        self.dialogs.add(dialog)
+        self._leg_by_dialog[dialog.dialog_id] = a
+        self.layer.send_response(a.server_key, resp, now)
+        a.state = "up"
+        a.pending_2xx = resp
+        a.retransmit_interval = 0.5
+        self._arm(now + 0.5, "retransmit_2xx", a)
+        if a.call.answer is None:
+            a.call.answer = now
+        self._trace(a.call, "connected", leg=a.id)
+
+    def _fail_a(self, a: Leg, status: int, now: float, reason: str | None = None) -> None:
+        call = a.call
+        call.status = status
+        if a.invite is not None and a.server_key is not None and a.state in ("calling",
+                                                                              "ringing"):
+            self._respond(a.server_key, a.invite, status, reason, now, to_tag=a.local_tag)
+        self._end_leg(a, now)
+
+    def _fail_peer(self, leg: Leg, status: int, now: float) -> None:
+        """The other side of ``leg`` failed with ``status``: finish ``leg`` accordingly."""
+        leg.peer = None
+        if leg.role == "a" and leg.state in ("calling", "ringing"):
+            self._fail_a(leg, status if 300 <= status < 700 else 500, now)
+        else:
+            leg.call.status = leg.call.status or status
+            self._hang_up(leg, now)
+
+    def _hang_up(self, leg: Leg, now: float) -> None:
+        """Release one leg whatever its state."""
+        if leg.state == "up":
+            self._send_bye(leg, now)
+        elif leg.state in ("calling", "ringing"):
+            if leg.role == "a":
+                self._fail_a(leg, 487 if leg.call.hangup_side else 480, now)
+            elif leg.client_key is not None:
+                try:
+                    self.layer.cancel(leg.client_key, now)
+                except SipError:
+                    self._end_leg(leg, now)
+
+    def _send_bye(self, leg: Leg, now: float) -> None:
+        if leg.dialog is not None and leg.state == "up":
+            req = leg.dialog.create_request("BYE")
+            self.layer.send_request(req, self._next_hop(leg.dialog), now)
+        self._end_leg(leg, now)
+
+    def _reinvite(self, leg: Leg, direction: Direction, now: float) -> None:
+        if leg.dialog is None or leg.reinvite_key is not None:
+            leg.pending_reinvite = direction
+            return
+        leg.sdp_version += 1
+        offer = make_offer(local_ip=self.media_ip, local_port=leg.port, codecs=SUPPORTED_CODECS,
+                           telephone_event=TELEPHONE_EVENT_PT, direction=direction,
+                           session_id=_session_id(leg), version=leg.sdp_version)
+        leg.last_offer = offer
+        req = leg.dialog.create_request("INVITE", body=offer.to_bytes(),
+                                        content_type="application/sdp")
+        leg.reinvite_key = self.layer.send_request(req, self._next_hop(leg.dialog), now)
+        leg.direction = direction
+
+    def _on_reinvite_answer(self, leg: Leg, resp: Response) -> None:
+        if leg.last_offer is None:
+            return
+        try:
+            neg = accept_answer(leg.last_offer, SessionDescription.parse(resp.body))
+        except SdpError:
+            return
+        leg.negotiated = neg
+        self._configure(leg)
+
+    def _end_leg(self, leg: Leg, now: float) -> None:
+        if leg.state == "ended":
+            return
+        leg.state = "ended"
+        leg.pending_2xx = None
+        if leg.dialog is not None:
+            leg.dialog.terminate()
+            self.dialogs.remove(leg.dialog.dialog_id)
+            self._leg_by_dialog.pop(leg.dialog.dialog_id, None)
+        self._leg_by_server.pop(leg.server_key or "", None)
+        if leg.port:
+            self._commands.append(CloseMedia(leg.id, leg.port))
+            self.ports.release(leg.port)
+        self._legs.pop(leg.id, None)
+        call = leg.call
+        if all(x.state == "ended" for x in call.legs):
+            self._finish(call, now)
+
+    def _finish(self, call: Call, now: float) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        self.calls.pop(call.id, None)
+        for leg in call.legs:
+            self._leg_by_client.pop(leg.client_key or "", None)
+        status = 200 if call.answer is not None else (call.status or 500)
+        disposition = "answered" if call.answer is not None else _DISPOSITIONS.get(
+            status, "failed")
+        if call.answer is None and call.hangup_side == "caller":
+            disposition = "cancelled"
+        end = now + self.wall_offset
+        cdr = Cdr(
+            call_id=call.id, tenant_id=call.tenant_id, caller=call.caller, callee=call.callee,
+            origin=call.origin, destination=call.destination, start=call.start + self.wall_offset,
+            answer=None if call.answer is None else call.answer + self.wall_offset, end=end,
+            duration=0.0 if call.answer is None else round(now - call.answer, 3),
+            disposition=disposition, sip_status=status,
+            hangup_side=call.hangup_side or ("node" if call.answer is not None else ""),
+            codec=call.codec,
+        )
+        self._trace(call, "ended", disposition=disposition, status=str(status))
+        self._commands.append(WriteCdr(cdr))
+
+    def _respond(self, key: str, req: Request, status: int, reason: str | None, now: float,
+                 *, to_tag: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> None:
+        if req.method == "ACK":
+            return
+        tag = to_tag if to_tag is not None else (self._token(6) if status > 100 else None)
+        resp = make_response(req, status, reason, to_tag=tag, headers=headers)
+        self.layer.send_response(key, resp, now)
+
+    def _next_hop(self, dialog: Dialog) -> Addr:
+        uri = dialog.next_hop
+        return (uri.host.strip("[]"), uri.port or 5060)
+
+    def _trace(self, call: Call, kind: str, **data: str) -> None:
+        self._commands.append(TraceEvent(call.tenant_id, call.id, kind, tuple(data.items())))
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse_origin(value: str | None, plan: Plan) -> Origin | None:
+    """``X-BL-Origin`` as written by the edge (see templates/kamailio.cfg): the
+    authenticated domain names the tenant; the extension must exist in it."""
+    if not value:
+        return None
+    kind, _, rest = value.partition(";")
+    params = dict(p.partition("=")[::2] for p in rest.split(";") if p)
+    if kind == "trunk" and plan.trunk(params.get("name", "")) is not None:
+        return Origin("trunk", trunk=params["name"])
+    if kind == "ext":
+        tenant = plan.tenant_by_domain(params.get("domain", ""))
+        user = params.get("user", "")
+        if tenant is not None and tenant.extension(user) is not None:
+            return Origin("extension", tenant_id=tenant.id, extension=user)
+    return None
+
+
+def _destination(route: Route) -> str:
+    if route.kind == "trunk":
+        return f"trunk:{route.trunk.name if route.trunk else ''}"
+    if route.kind == "extension":
+        return f"ext:{route.target}"
+    if route.kind == "hunt_group":
+        return f"hunt:{route.target}"
+    if route.kind == "echo":
+        return "service:echo"
+    return f"{route.kind}:{route.target}"
+
+
+def _session_id(leg: Leg) -> int:
+    return int(leg.call.id[:8], 16) if leg.call.id[:8].isalnum() else 1
+
+
+def _info_digit(body: bytes, ctype: str) -> str | None:
+    text = body.decode("utf-8", "replace").strip()
+    if ctype == "application/dtmf":
+        digit = text[:1]
+    else:
+        digit = ""
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal":
+                digit = value.strip()[:1]
+    digit = digit.upper()
+    return digit if digit in _DTMF_KEYS else None
+
+
+def _replaces(uri: SipUri) -> tuple[str, str, str] | None:
+    """The dialog a ``Refer-To: <sip:..?Replaces=callid;to-tag=..;from-tag=..>`` names,
+    as our dialog id ``(call_id, local_tag, remote_tag)`` (RFC 3891 section 3)."""
+    raw = None
+    for name, value in getattr(uri, "headers", ()) or ():
+        if name.lower() == "replaces":
+            raw = value
+    if raw is None:
+        return None
+    parts = unquote(raw).split(";")
+    params = dict(p.strip().partition("=")[::2] for p in parts[1:])
+    to_tag, from_tag = params.get("to-tag"), params.get("from-tag")
+    if not parts[0] or to_tag is None or from_tag is None:
+        return None
+    # The transferor's from-tag is its own tag; our local tag is its to-tag.
+    return (parts[0], to_tag, from_tag)

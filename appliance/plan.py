@@ -1,0 +1,369 @@
+"""The node's plan: tenants, numbers, extensions, trunks and routes.
+
+Theory of operation
+-------------------
+A plan is a versioned document (YAML or JSON) that the controller compiles for one
+node; on a stand-alone node it is a file.  ``Plan.from_dict`` validates the whole
+document up front and raises :class:`PlanError` naming the offending path, so a bad
+plan is refused with its reason and the previous plan keeps running.
+
+Routing is pure: :meth:`Plan.route` takes where a call came from (a trunk, or an
+extension of a tenant) and the dialled number and returns a :class:`Route`.  The
+tenant is decided by the DID for trunk calls and by the authenticated SIP domain
+for extension calls; an extension call only ever resolves numbers of its own
+tenant, so one tenant can never reach another's extensions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "none"]
+
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_EXT_RE = re.compile(r"^[0-9]{2,8}$")
+_NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
+_PREFIX_RE = re.compile(r"^[0-9+*#]{1,10}$")
+_IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+SERVICES = frozenset({"echo"})
+
+
+class PlanError(ValueError):
+    """The plan document is invalid; ``path`` names the offending element."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Extension:
+    number: str
+    password: str
+    name: str = ""
+
+    def ha1(self, realm: str) -> str:
+        """RFC 2617 HA1 = MD5(user:realm:password), what the SIP edge stores."""
+        return hashlib.md5(f"{self.number}:{realm}:{self.password}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HuntGroup:
+    number: str
+    members: tuple[str, ...]
+    ring_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class Announcement:
+    number: str
+    text: str
+    voice: str = "en-us"
+
+
+@dataclass(frozen=True)
+class Did:
+    number: str
+    target: str
+
+
+@dataclass(frozen=True)
+class OutboundRoute:
+    prefix: str
+    trunk: str
+    strip: int = 0
+    prepend: str = ""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    domain: str
+    caller_id: str
+    extensions: tuple[Extension, ...]
+    dids: tuple[Did, ...] = ()
+    hunt_groups: tuple[HuntGroup, ...] = ()
+    announcements: tuple[Announcement, ...] = ()
+    outbound: tuple[OutboundRoute, ...] = ()
+
+    def extension(self, number: str) -> Extension | None:
+        return next((e for e in self.extensions if e.number == number), None)
+
+    @property
+    def local_numbers(self) -> frozenset[str]:
+        """Extensions, hunt groups and announcements: numbers dialled inside the tenant."""
+        return frozenset(
+            [e.number for e in self.extensions]
+            + [h.number for h in self.hunt_groups]
+            + [a.number for a in self.announcements]
+        )
+
+
+@dataclass(frozen=True)
+class Trunk:
+    name: str
+    address: str
+    port: int = 5060
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a call entered: a trunk (tenant unknown yet) or a tenant's extension."""
+
+    kind: Literal["trunk", "extension"]
+    tenant_id: str | None = None
+    extension: str | None = None
+    trunk: str | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """The routing decision for one call."""
+
+    tenant_id: str | None
+    kind: TargetKind
+    target: str = ""
+    members: tuple[str, ...] = ()
+    trunk: Trunk | None = None
+    caller_id: str = ""
+    text: str = ""
+    voice: str = "en-us"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    version: int
+    node_id: str
+    tenants: tuple[Tenant, ...]
+    trunks: tuple[Trunk, ...] = ()
+    _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
+    _by_did: dict[str, tuple[Tenant, Did]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        for t in self.tenants:
+            self._by_domain[t.domain] = t
+            for d in t.dids:
+                self._by_did[d.number] = (t, d)
+
+    # -- lookups -----------------------------------------------------------
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.id == tenant_id), None)
+
+    def tenant_by_domain(self, domain: str) -> Tenant | None:
+        return self._by_domain.get(domain.lower())
+
+    def trunk(self, name: str) -> Trunk | None:
+        return next((t for t in self.trunks if t.name == name), None)
+
+    def trunk_by_address(self, address: str) -> Trunk | None:
+        return next((t for t in self.trunks if t.address == address), None)
+
+    # -- routing -----------------------------------------------------------
+    def route(self, origin: Origin, dialled: str) -> Route:
+        if origin.kind == "trunk":
+            found = self._by_did.get(dialled) or self._by_did.get(dialled.lstrip("+"))
+            if found is None:
+                return Route(None, "none", reason="unknown number")
+            tenant, did = found
+            return self._resolve(tenant, did.target, dialled)
+        own = self.tenant(origin.tenant_id or "")
+        if own is None:
+            return Route(None, "none", reason="unknown tenant")
+        tenant = own
+        if dialled in tenant.local_numbers:
+            return self._resolve(tenant, dialled, dialled)
+        own_did = next((d for d in tenant.dids if d.number == dialled), None)
+        if own_did is not None:
+            return self._resolve(tenant, own_did.target, dialled)
+        for rule in sorted(tenant.outbound, key=lambda r: -len(r.prefix)):
+            if dialled.startswith(rule.prefix) and len(dialled) > len(rule.prefix):
+                trunk = self.trunk(rule.trunk)
+                number = rule.prepend + dialled[rule.strip :]
+                return Route(
+                    tenant.id, "trunk", target=number, trunk=trunk, caller_id=tenant.caller_id
+                )
+        return Route(tenant.id, "none", reason="unknown number")
+
+    def _resolve(self, tenant: Tenant, target: str, dialled: str) -> Route:
+        if tenant.extension(target):
+            return Route(tenant.id, "extension", target=target)
+        group = next((h for h in tenant.hunt_groups if h.number == target), None)
+        if group is not None:
+            return Route(tenant.id, "hunt_group", target=target, members=group.members)
+        ann = next((a for a in tenant.announcements if a.number == target), None)
+        if ann is not None:
+            return Route(tenant.id, "announcement", target=target, text=ann.text, voice=ann.voice)
+        if target == "echo":
+            return Route(tenant.id, "echo", target="echo")
+        return Route(tenant.id, "none", reason=f"number {dialled} has no valid target")
+
+    # -- parsing -----------------------------------------------------------
+    @classmethod
+    def from_dict(cls, doc: Any) -> Plan:
+        if not isinstance(doc, dict):
+            raise PlanError("$", "plan must be a mapping")
+        version = doc.get("version")
+        if not isinstance(version, int) or version < 1:
+            raise PlanError("version", "must be a positive integer")
+        node = doc.get("node", {})
+        node_id = node.get("id", "node") if isinstance(node, dict) else None
+        if not isinstance(node_id, str) or not _ID_RE.match(node_id):
+            raise PlanError("node.id", "must be a lower-case identifier")
+        trunks = tuple(
+            _trunk(f"trunks[{i}]", t) for i, t in enumerate(_list(doc, "trunks", "$"))
+        )
+        _unique("trunks", [t.name for t in trunks])
+        tenants = tuple(
+            _tenant(f"tenants[{i}]", t, {t.name for t in trunks})
+            for i, t in enumerate(_list(doc, "tenants", "$"))
+        )
+        _unique("tenants", [t.id for t in tenants])
+        _unique("tenants.domain", [t.domain for t in tenants])
+        _unique("tenants.dids", [d.number for t in tenants for d in t.dids])
+        return cls(version=version, node_id=node_id, tenants=tenants, trunks=trunks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "node": {"id": self.node_id},
+            "trunks": [
+                {"name": t.name, "address": t.address, "port": t.port} for t in self.trunks
+            ],
+            "tenants": [
+                {
+                    "id": t.id,
+                    "domain": t.domain,
+                    "caller_id": t.caller_id,
+                    "extensions": [
+                        {"number": e.number, "password": e.password, "name": e.name}
+                        for e in t.extensions
+                    ],
+                    "dids": [{"number": d.number, "target": d.target} for d in t.dids],
+                    "hunt_groups": [
+                        {"number": h.number, "members": list(h.members),
+                         "ring_seconds": h.ring_seconds}
+                        for h in t.hunt_groups
+                    ],
+                    "announcements": [
+                        {"number": a.number, "text": a.text, "voice": a.voice}
+                        for a in t.announcements
+                    ],
+                    "outbound": [
+                        {"prefix": r.prefix, "trunk": r.trunk, "strip": r.strip,
+                         "prepend": r.prepend}
+                        for r in t.outbound
+                    ],
+                }
+                for t in self.tenants
+            ],
+        }
+
+
+# -- validation helpers ----------------------------------------------------------
+
+
+def _list(doc: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise PlanError(f"{path}.{key}".lstrip("$."), "must be a list")
+    return value
+
+
+def _str(doc: Any, key: str, path: str, pattern: re.Pattern[str] | None = None,
+         default: str | None = None) -> str:
+    if not isinstance(doc, dict):
+        raise PlanError(path, "must be a mapping")
+    value = doc.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise PlanError(f"{path}.{key}", "is required and must be a string")
+    if pattern is not None and not pattern.match(value):
+        raise PlanError(f"{path}.{key}", f"invalid value {value!r}")
+    return value
+
+
+def _unique(path: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise PlanError(path, f"duplicate {v!r}")
+        seen.add(v)
+
+
+def _trunk(path: str, doc: Any) -> Trunk:
+    name = _str(doc, "name", path, _ID_RE)
+    address = _str(doc, "address", path, _IPV4_RE)
+    if any(int(p) > 255 for p in address.split(".")):
+        raise PlanError(f"{path}.address", f"invalid IPv4 address {address!r}")
+    port = doc.get("port", 5060)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise PlanError(f"{path}.port", "must be a port number")
+    return Trunk(name=name, address=address, port=port)
+
+
+def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
+    tid = _str(doc, "id", path, _ID_RE)
+    domain = _str(doc, "domain", path, _DOMAIN_RE)
+    caller_id = _str(doc, "caller_id", path, _NUMBER_RE)
+    exts = []
+    for i, e in enumerate(_list(doc, "extensions", path)):
+        p = f"{path}.extensions[{i}]"
+        pw = _str(e, "password", p)
+        if len(pw) < 8:
+            raise PlanError(f"{p}.password", "must be at least 8 characters")
+        exts.append(Extension(_str(e, "number", p, _EXT_RE), pw, str(e.get("name", ""))))
+    groups = []
+    for i, g in enumerate(_list(doc, "hunt_groups", path)):
+        p = f"{path}.hunt_groups[{i}]"
+        members = g.get("members") if isinstance(g, dict) else None
+        if not isinstance(members, list) or not members:
+            raise PlanError(f"{p}.members", "must be a non-empty list of extensions")
+        known = {e.number for e in exts}
+        for m in members:
+            if m not in known:
+                raise PlanError(f"{p}.members", f"{m!r} is not an extension of {tid}")
+        ring = g.get("ring_seconds", 15.0)
+        if not isinstance(ring, int | float) or not 1 <= ring <= 300:
+            raise PlanError(f"{p}.ring_seconds", "must be between 1 and 300")
+        groups.append(HuntGroup(_str(g, "number", p, _EXT_RE), tuple(members), float(ring)))
+    anns = []
+    for i, a in enumerate(_list(doc, "announcements", path)):
+        p = f"{path}.announcements[{i}]"
+        voice = _str(a, "voice", p, default="en-us")
+        if voice not in ("en-us", "cmn", "yue"):
+            raise PlanError(f"{p}.voice", "must be one of en-us, cmn, yue")
+        anns.append(Announcement(_str(a, "number", p, _EXT_RE), _str(a, "text", p), voice))
+    local = {e.number for e in exts} | {g.number for g in groups} | {a.number for a in anns}
+    _unique(f"{path}.numbers", [e.number for e in exts] + [g.number for g in groups]
+            + [a.number for a in anns])
+    dids = []
+    for i, d in enumerate(_list(doc, "dids", path)):
+        p = f"{path}.dids[{i}]"
+        target = _str(d, "target", p)
+        if target not in local and target not in SERVICES:
+            raise PlanError(f"{p}.target", f"{target!r} is not a number or service of {tid}")
+        dids.append(Did(_str(d, "number", p, _NUMBER_RE), target))
+    routes = []
+    for i, r in enumerate(_list(doc, "outbound", path)):
+        p = f"{path}.outbound[{i}]"
+        trunk = _str(r, "trunk", p)
+        if trunk not in trunk_names:
+            raise PlanError(f"{p}.trunk", f"unknown trunk {trunk!r}")
+        strip = r.get("strip", 0)
+        if not isinstance(strip, int) or strip < 0:
+            raise PlanError(f"{p}.strip", "must be a non-negative integer")
+        prepend = r.get("prepend", "")
+        if not isinstance(prepend, str) or not re.match(r"^\+?[0-9]*$", prepend):
+            raise PlanError(f"{p}.prepend", "must be digits, optionally with a leading +")
+        routes.append(OutboundRoute(_str(r, "prefix", p, _PREFIX_RE), trunk, strip, prepend))
+    return Tenant(
+        id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
+        hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
+    )

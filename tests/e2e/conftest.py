@@ -1,0 +1,175 @@
+"""A real node (Kamailio edge + feature server + media) for end-to-end tests.
+
+The node runs as its own process (``python -m appliance.demo --plan ...``) exactly as
+``make run`` starts it, on free loopback ports, with a test plan of two tenants whose
+carrier trunk is ``127.0.0.2``. Phones are real baresip instances; the carrier is a
+baresip or SIPp bound to 127.0.0.2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.audio import make_tone_wav
+from tests.harness.baresip import Account, BaresipPhone
+from tests.harness.procs import ManagedProcess, free_port_pair, free_port_range, free_udp_port
+
+CARRIER_IP = "127.0.0.2"
+PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-pw",
+             "2001": "globex-2001-pw", "2002": "globex-2002-pw"}
+
+
+def test_plan(carrier_port: int) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "node": {"id": "e2e"},
+        "trunks": [{"name": "carrier", "address": CARRIER_IP, "port": carrier_port}],
+        "tenants": [
+            {
+                "id": "acme", "domain": "acme.example", "caller_id": "+862088880000",
+                "extensions": [{"number": n, "password": PASSWORDS[n]}
+                               for n in ("1001", "1002", "1003")],
+                "dids": [
+                    {"number": "+862088880001", "target": "1001"},
+                    {"number": "+862088880002", "target": "1002"},
+                    {"number": "+862088880099", "target": "echo"},
+                    {"number": "+862088880060", "target": "600"},
+                ],
+                "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
+                                 "ring_seconds": 3}],
+                "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
+            },
+            {
+                "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",
+                "extensions": [{"number": n, "password": PASSWORDS[n]} for n in ("2001", "2002")],
+                "dids": [{"number": "+85230000001", "target": "2001"}],
+                "outbound": [{"prefix": "9", "trunk": "carrier", "strip": 1}],
+            },
+        ],
+    }
+
+
+@dataclass
+class NodeHandle:
+    run_dir: Path
+    sip_port: int
+    carrier_port: int
+    manifest: dict[str, Any]
+    proc: ManagedProcess
+
+    @property
+    def outbound(self) -> str:
+        return f"sip:127.0.0.1:{self.sip_port}"
+
+    def cdrs(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        cmd = list(self.manifest["cdr"]["command"])
+        if tenant:
+            cmd += ["--tenant", tenant]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_cdr(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for cdr in self.cdrs():
+                if predicate(cdr):
+                    return cdr
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching CDR; have {self.cdrs()}")
+            time.sleep(0.1)
+
+    def trace(self) -> list[dict[str, Any]]:
+        path = Path(self.manifest["trace"]["path"])
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def wait_trace(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.trace() if predicate(e)]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError("no matching trace event")
+            time.sleep(0.1)
+
+    def account(self, number: str, password: str | None = None, **kw: Any) -> Account:
+        domain = "acme.example" if number.startswith("1") else "globex.example"
+        return Account(user=number, domain=domain,
+                       password=PASSWORDS[number] if password is None else password,
+                       outbound=self.outbound, **kw)
+
+
+def start_node(workdir: Path, *, extra_args: tuple[str, ...] = ()) -> NodeHandle:
+    carrier_port = free_port_pair(CARRIER_IP)
+    sip_port = free_port_pair("127.0.0.1")
+    fs_port = free_udp_port("127.0.0.1")
+    low, high = free_port_range("127.0.0.1", 400)
+    plan_path = workdir / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port)))
+    proc = ManagedProcess(
+        "node",
+        [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",
+         str(plan_path), "--sip-port", str(sip_port), "--fs-port", str(fs_port),
+         "--rtp-range", f"{low}-{high}", "--flood-limit", "2000", "--ring-timeout", "20",
+         *extra_args],
+        workdir, cwd=Path(__file__).resolve().parents[2], long_lived=True,
+    ).start()
+    manifest_path = workdir / "demo.json"
+    deadline = time.monotonic() + 30
+    while not manifest_path.exists():
+        if not proc.running or time.monotonic() > deadline:
+            log = proc.log_tail(60)
+            proc.stop()
+            raise RuntimeError(f"node did not come up:\n{log}")
+        time.sleep(0.05)
+    manifest = json.loads(manifest_path.read_text())
+    return NodeHandle(workdir, sip_port, carrier_port, manifest, proc)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
+    handle = start_node(tmp_path_factory.mktemp("node"), extra_args=("--record",))
+    try:
+        yield handle
+    finally:
+        handle.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    d = tmp_path_factory.mktemp("tones")
+    return {f: make_tone_wav(d / f"tone{f}.wav", f, 60.0) for f in (440, 1000, 1400, 700)}
+
+
+@pytest.fixture
+def phones(tmp_run: Path) -> Iterator[Any]:
+    """Factory of started baresip phones, all stopped at the end of the test."""
+    started: list[BaresipPhone] = []
+
+    def make(account: Account, *, tone: Path | None = None, listen_host: str = "127.0.0.1",
+             name: str | None = None, register: bool = True, **kw: Any) -> BaresipPhone:
+        phone = BaresipPhone(tmp_run / (name or account.user), account, tone_wav=tone,
+                             listen_host=listen_host, name=name, **kw)
+        started.append(phone)
+        phone.start()
+        if register and account.password is not None and account.outbound:
+            phone.wait_registered()
+        return phone
+
+    try:
+        yield make
+    finally:
+        for p in started:
+            p.stop()

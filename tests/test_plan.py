@@ -1,0 +1,114 @@
+"""The plan: validation at the edge, and routing that never crosses tenants."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from appliance.plan import Origin, Plan, PlanError
+
+DOC: dict[str, Any] = {
+    "version": 3,
+    "node": {"id": "branch-1"},
+    "trunks": [{"name": "carrier", "address": "127.0.0.2", "port": 5070}],
+    "tenants": [
+        {
+            "id": "acme", "domain": "acme.example", "caller_id": "+862088880000",
+            "extensions": [{"number": "1001", "password": "password-1"},
+                           {"number": "1002", "password": "password-2"}],
+            "dids": [{"number": "+862088880001", "target": "1001"},
+                     {"number": "95001", "target": "echo"},
+                     {"number": "+862088880060", "target": "600"}],
+            "hunt_groups": [{"number": "600", "members": ["1002", "1001"]}],
+            "announcements": [{"number": "700", "text": "hello", "voice": "yue"}],
+            "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"},
+                         {"prefix": "00", "trunk": "carrier", "strip": 2, "prepend": "+"}],
+        },
+        {
+            "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",
+            "extensions": [{"number": "1001", "password": "password-g"}],
+            "dids": [{"number": "+85230000001", "target": "1001"}],
+        },
+    ],
+}
+
+
+def plan() -> Plan:
+    return Plan.from_dict(copy.deepcopy(DOC))
+
+
+def test_round_trip() -> None:
+    p = plan()
+    assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_trunk_call_tenant_comes_from_the_did() -> None:
+    p = plan()
+    r = p.route(Origin("trunk", trunk="carrier"), "+862088880001")
+    assert (r.tenant_id, r.kind, r.target) == ("acme", "extension", "1001")
+    r = p.route(Origin("trunk", trunk="carrier"), "+85230000001")
+    assert (r.tenant_id, r.kind, r.target) == ("globex", "extension", "1001")
+    assert p.route(Origin("trunk", trunk="carrier"), "95001").kind == "echo"
+    r = p.route(Origin("trunk", trunk="carrier"), "+862088880060")
+    assert (r.kind, r.members) == ("hunt_group", ("1002", "1001"))
+    assert p.route(Origin("trunk", trunk="carrier"), "+10000000").kind == "none"
+
+
+def test_extension_routes_stay_in_tenant() -> None:
+    p = plan()
+    acme = Origin("extension", tenant_id="acme", extension="1001")
+    assert p.route(acme, "1002").kind == "extension"
+    assert p.route(acme, "700").voice == "yue"
+    # globex's DID dialled by acme goes out through the trunk like any external number,
+    # never straight to globex's extension
+    r = p.route(acme, "+85230000001")
+    assert r.kind == "none"
+    globex = Origin("extension", tenant_id="globex", extension="1001")
+    assert p.route(globex, "1002").kind == "none"  # acme's 1002 is invisible to globex
+    assert p.route(globex, "700").kind == "none"
+
+
+def test_outbound_longest_prefix_and_presentation() -> None:
+    p = plan()
+    acme = Origin("extension", tenant_id="acme", extension="1001")
+    r = p.route(acme, "013800138000")
+    assert (r.kind, r.target, r.caller_id) == ("trunk", "+8613800138000", "+862088880000")
+    assert r.trunk is not None and r.trunk.port == 5070
+    assert p.route(acme, "0044207000000").target == "+44207000000"
+    assert p.route(acme, "0").kind == "none"  # the prefix alone is no number
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (lambda d: d.update(version=0), "version"),
+        (lambda d: d["tenants"][0].update(domain="Not A Domain"), "tenants[0].domain"),
+        (lambda d: d["tenants"][0]["extensions"][0].update(password="short"),
+         "tenants[0].extensions[0].password"),
+        (lambda d: d["tenants"][0]["dids"].append({"number": "+1555", "target": "1999"}),
+         "tenants[0].dids[3].target"),
+        (lambda d: d["tenants"][1]["dids"].append({"number": "+862088880001", "target": "1001"}),
+         "tenants.dids"),
+        (lambda d: d["tenants"][0]["outbound"].append({"prefix": "9", "trunk": "nope"}),
+         "tenants[0].outbound[2].trunk"),
+        (lambda d: d["tenants"][0]["hunt_groups"][0].update(members=["2001"]),
+         "tenants[0].hunt_groups[0].members"),
+        (lambda d: d["trunks"][0].update(address="300.1.1.1"), "trunks[0].address"),
+        (lambda d: d["tenants"][1].update(domain="acme.example"), "tenants.domain"),
+    ],
+)
+def test_bad_plans_are_refused_with_the_path(mutate: Any, path: str) -> None:
+    doc = copy.deepcopy(DOC)
+    mutate(doc)
+    with pytest.raises(PlanError) as err:
+        Plan.from_dict(doc)
+    assert err.value.path == path
+
+
+def test_ha1_is_rfc2617() -> None:
+    ext = plan().tenants[0].extensions[0]
+    import hashlib
+
+    assert ext.ha1("acme.example") == hashlib.md5(b"1001:acme.example:password-1").hexdigest()
