@@ -12,9 +12,11 @@ Clear-text passwords never reach Kamailio's files: only ``MD5(user:realm:pw)``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +182,7 @@ class KamailioEdge:
         self.proc = await asyncio.create_subprocess_exec(
             _binary(), "-f", str(self.cfg.cfg_path), "-DD", "-E",
             "-P", str(self.cfg.run_dir / "kamailio.pid"),
-            stdout=logfile, stderr=logfile, start_new_session=True,
+            stdout=logfile, stderr=logfile, preexec_fn=_die_with_parent,
         )
         logfile.close()
         await self._wait_ready()
@@ -240,6 +242,15 @@ class KamailioEdge:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it if the node process dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _binary() -> str:

@@ -407,8 +407,10 @@ class InbandDtmfDetector:
             if self._count >= self.min_hits and self._down is None:
                 self._down, self._miss = hit, 0
                 self._candidate, self._count = None, 0
-                at = now if now is not None else (
-                    ((self._windows - 1) * self.hop + self.window) / self.rate
+                at = (
+                    now
+                    if now is not None
+                    else (((self._windows - 1) * self.hop + self.window) / self.rate)
                 )
                 seen = (self.window + (self.min_hits - 1) * self.hop) / self.rate
                 out.append(DtmfDigit(hit, seen, "inband", at))

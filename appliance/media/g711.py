@@ -80,7 +80,8 @@ def _ulaw_compress_all() -> npt.NDArray[np.uint8]:
     low = 0x0F - ((absno >> segno) & 0x0F)
     code = (high << 4) | low
     code = np.where(lin >= 0, code | 0x80, code)
-    return code.astype(np.uint8)
+    out: npt.NDArray[np.uint8] = code.astype(np.uint8)
+    return out
 
 
 def _alaw_compress_all() -> npt.NDArray[np.uint8]:

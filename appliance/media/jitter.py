@@ -194,7 +194,7 @@ class JitterBuffer:
         return self.silence
 
     def _trim(self) -> None:
-        limit = int(round(self.stats.target_delay / self.frame)) + 1
+        limit = round(self.stats.target_delay / self.frame) + 1
         if self.depth > limit:
             self._skip_oldest()
 

@@ -140,7 +140,7 @@ class Tts:
                 _, stderr = await asyncio.wait_for(
                     proc.communicate(text.encode("utf-8")), self.timeout
                 )
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 proc.kill()
                 await proc.wait()
                 raise TtsError("espeak-ng timed out") from exc

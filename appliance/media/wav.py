@@ -68,9 +68,11 @@ def to_mono(samples: npt.ArrayLike) -> Int16Array:
     if arr.ndim == 1:
         return arr.astype(np.int16, copy=False)
     if arr.shape[1] == 1:
-        return arr[:, 0].astype(np.int16)
+        mono: Int16Array = arr[:, 0].astype(np.int16)
+        return mono
     mean = arr.astype(np.int32).sum(axis=1) / arr.shape[1]
-    return np.clip(np.rint(mean), -32768, 32767).astype(np.int16)
+    averaged: Int16Array = np.clip(np.rint(mean), -32768, 32767).astype(np.int16)
+    return averaged
 
 
 def read_wav(source: Source, rate: int | None = 8000) -> Int16Array:

@@ -147,10 +147,18 @@ _MAX_CSEQ = 2**32 - 1
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
+_KEY_CACHE: dict[str, str] = {}
+
+
 def header_key(name: str) -> str:
     """Canonical lookup key of a header name: lower case, compact form expanded."""
-    key = name.lower()
-    return COMPACT_FORMS.get(key, key)
+    key = _KEY_CACHE.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT_FORMS.get(key, key)
+        if len(_KEY_CACHE) < 2048:  # bounded: peers choose the spellings
+            _KEY_CACHE[name] = key
+    return key
 
 
 def split_list(value: str) -> list[str]:
@@ -490,33 +498,28 @@ def _header_lines(head: str) -> tuple[str, list[tuple[str, str, str]]]:
     if "\r" in start_line:
         raise SipParseError("bare CR in start line")
     items: list[tuple[str, str, str]] = []
-    name = ""
-    value_parts: list[str] = []
+    token = _TOKEN_RE.fullmatch
     for raw in lines[1:]:
         line = raw.removesuffix("\r")
         if not line:
             continue  # only possible as the last line of a section without empty line
         if "\r" in line:
             raise SipParseError("bare CR in header line")
-        if line[:1] in (" ", "\t"):
-            if not value_parts and not name:
+        if line[0] in " \t":
+            if not items:
                 raise SipParseError("continuation line before the first header")
             stripped = line.strip(" \t")
             if stripped:
-                value_parts.append(stripped)
+                name, value, key = items[-1]
+                items[-1] = (name, f"{value} {stripped}" if value else stripped, key)
             continue
-        if name:
-            items.append((name, " ".join(value_parts), header_key(name)))
         colon = line.find(":")
         if colon < 0:
             raise SipParseError(f"header line without colon: {line[:60]!r}")
         name = line[:colon].rstrip(" \t")
-        if not _TOKEN_RE.fullmatch(name):
+        if not token(name):
             raise SipParseError(f"bad header name {name[:60]!r}")
-        first = line[colon + 1 :].strip(" \t")
-        value_parts = [first] if first else []
-    if name:
-        items.append((name, " ".join(value_parts), header_key(name)))
+        items.append((name, line[colon + 1 :].strip(" \t"), header_key(name)))
     return start_line, items
 
 
@@ -920,6 +923,7 @@ class StreamFramer:
     def __init__(self, *, max_header_bytes: int = 65536, max_body_bytes: int = 1 << 20) -> None:
         self._buffer = bytearray()
         self._scan_from = 0
+        self._pending_total: int | None = None  # length of the message being received
         self._error: SipParseError | None = None
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
@@ -956,32 +960,34 @@ class StreamFramer:
     def _drain(self, out: list[bytes]) -> None:
         buf = self._buffer
         while True:
-            skip = 0
-            while skip < len(buf) and buf[skip] in (13, 10):
-                skip += 1
-            if skip:
-                del buf[:skip]
-                self._scan_from = 0
-            if not buf:
-                return
-            match = _HEAD_END_RE.search(buf, self._scan_from)
-            if match is None:
-                if len(buf) > self.max_header_bytes:
+            if self._pending_total is None:
+                skip = 0
+                while skip < len(buf) and buf[skip] in (13, 10):
+                    skip += 1
+                if skip:
+                    del buf[:skip]
+                    self._scan_from = 0
+                if not buf:
+                    return
+                match = _HEAD_END_RE.search(buf, self._scan_from)
+                if match is None:
+                    if len(buf) > self.max_header_bytes:
+                        raise SipParseError("header section too large", status=513)
+                    self._scan_from = max(0, len(buf) - 3)
+                    return
+                if match.start() > self.max_header_bytes:
                     raise SipParseError("header section too large", status=513)
-                self._scan_from = max(0, len(buf) - 3)
-                return
-            if match.start() > self.max_header_bytes:
-                raise SipParseError("header section too large", status=513)
-            head = bytes(buf[: match.start()]).decode("utf-8", "surrogateescape")
-            length = _stream_content_length(head)
-            if length > self.max_body_bytes:
-                raise SipParseError("body too large", status=513)
-            total = match.end() + length
+                head = bytes(buf[: match.start()]).decode("utf-8", "surrogateescape")
+                length = _stream_content_length(head)
+                if length > self.max_body_bytes:
+                    raise SipParseError("body too large", status=513)
+                self._pending_total = match.end() + length
+            total = self._pending_total
             if len(buf) < total:
-                self._scan_from = match.start()
                 return
             out.append(bytes(buf[:total]))
             del buf[:total]
+            self._pending_total = None
             self._scan_from = 0
 
 
