@@ -340,10 +340,9 @@ class RtpStats:
             if sequence != self._bad_seq:
                 self._bad_seq = (sequence + 1) & 0xFFFF
                 return False
-            self.restarts += 1
-            received, octets = self.received, self.octets
+            self.restarts += 1  # counters restart with the new sequence (RFC 3550 A.1)
             self._init_seq(sequence)
-            self.received, self.octets = received, octets
+            self.received = 0
             self._transit = None
         else:
             # duplicate or reordered packet from the recent past
