@@ -250,6 +250,7 @@ class RtpEndpoint:
         self.remote_report: Any = None  # the last ReportBlock about our stream
         self.remote_bye = False
         self.on_bye: Callable[[], None] | None = None
+        self.on_rtcp: Callable[[list[Any]], None] | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -722,6 +723,8 @@ class RtpEndpoint:
                 self.remote_bye = True
                 if self.on_bye is not None:
                     self.on_bye()
+        if self.on_rtcp is not None:
+            self.on_rtcp(packets)
 
     def __repr__(self) -> str:
         return (
@@ -751,6 +754,8 @@ class Bridge:
     ) -> None:
         if a is b:
             raise MediaError("cannot bridge an endpoint to itself")
+        if a.tenant_id is not None and b.tenant_id is not None and a.tenant_id != b.tenant_id:
+            raise MediaError(f"refusing to bridge tenant {a.tenant_id!r} to {b.tenant_id!r}")
         self.a, self.b = a, b
         self.on_dtmf = on_dtmf
         self.closed = False

@@ -21,8 +21,10 @@ Playout is clocked by the caller: ``pop(now)`` is called once per frame
   which adds one frame of delay.
 
 The buffer keeps its depth near the target: when more than
-``target + frame`` is queued, one frame is skipped per ``pop`` (the oldest),
-so delay added by underruns or bursts drains again.  With ``adaptive=True``
+``target + frame`` is queued, the head slot is skipped at each ``pop`` (a
+frame, or a gap that is no longer waited for), so delay added by underruns
+or bursts drains again.  On overflow (``capacity`` frames) the oldest
+buffered frame is discarded.  With ``adaptive=True``
 the target follows the RFC 3550 interarrival jitter estimate,
 ``clamp(jitter_factor * jitter + frame, min_delay, max_delay)``.
 
@@ -195,16 +197,16 @@ class JitterBuffer:
 
     def _trim(self) -> None:
         limit = round(self.stats.target_delay / self.frame) + 1
-        if self.depth > limit:
-            self._skip_oldest()
+        if self.depth > limit and self._next is not None:
+            # drop the head slot: a buffered frame, or a gap we no longer wait for
+            if self._frames.pop(self._next, None) is not None:
+                self.stats.dropped += 1
+            self._advance_to(self._next + 1)
 
     def _skip_oldest(self) -> None:
-        if not self._frames or self._next is None:
-            return
-        first = min(self._frames)
-        del self._frames[first]
-        self.stats.dropped += 1
-        self._advance_to(max(first + 1, self._next))
+        if self._frames:
+            del self._frames[min(self._frames)]
+            self.stats.dropped += 1
 
     def _advance_to(self, ext: int) -> None:
         assert self._next is not None

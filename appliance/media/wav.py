@@ -20,7 +20,7 @@ from __future__ import annotations
 import wave
 from functools import lru_cache
 from math import ceil, gcd
-from os import PathLike
+from os import PathLike, fspath
 from typing import BinaryIO
 
 import numpy as np
@@ -37,10 +37,17 @@ class WavError(ValueError):
     """Not a PCM WAV file we can read."""
 
 
+def _openable(source: Source) -> str | BinaryIO:
+    """``wave.open`` takes a str or a file object (paths only from Python 3.12)."""
+    if isinstance(source, str | PathLike):
+        return fspath(source)
+    return source
+
+
 def read_wav_raw(source: Source) -> tuple[Int16Array, int]:
     """Samples as int16 with shape ``(frames, channels)``, and the sample rate."""
     try:
-        with wave.open(source, "rb") as w:  # type: ignore[arg-type]
+        with wave.open(_openable(source), "rb") as w:
             channels = w.getnchannels()
             width = w.getsampwidth()
             rate = w.getframerate()
@@ -93,7 +100,7 @@ def write_wav(path: Source, samples: npt.ArrayLike, rate: int = 8000) -> None:
         raise ValueError(f"samples must be 1-D or (frames, channels), not {arr.shape}")
     if arr.dtype != np.int16:
         arr = np.clip(np.rint(arr), -32768, 32767).astype(np.int16)
-    with wave.open(path, "wb") as w:  # type: ignore[arg-type]
+    with wave.open(_openable(path), "wb") as w:
         w.setnchannels(arr.shape[1])
         w.setsampwidth(2)
         w.setframerate(rate)

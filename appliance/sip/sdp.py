@@ -66,6 +66,7 @@ _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
 _SESSION_EXTRA = "iuepbzkr"
 _MEDIA_EXTRA = "ibk"
+_SESSION_ONLY = "vosueptrz"
 _REVERSE = {
     "sendrecv": "sendrecv",
     "sendonly": "recvonly",
@@ -371,8 +372,9 @@ class SessionDescription:
                     m_connection = Connection.parse(value)
                 elif kind in _MEDIA_EXTRA:
                     m_extra.append((kind, value))
-                else:
+                elif kind in _SESSION_ONLY:
                     raise SdpError(f"{kind}= line not allowed in a media section")
+                # RFC 8866 section 5: unknown line types are ignored
             elif kind == "o":
                 if origin is not None:
                     raise SdpError("more than one o= line")
@@ -455,7 +457,15 @@ class SessionDescription:
 
 @dataclass(frozen=True, slots=True)
 class Negotiated:
-    """The outcome of one offer/answer exchange, for the media engine."""
+    """The outcome of one offer/answer exchange, for the media engine.
+
+    ``codec``/``payload_type``/``clock_rate``: what we send and expect;
+    ``telephone_event``: the RFC 4733 payload type, or ``None``;
+    ``remote_ip``/``remote_port``/``remote_rtcp_port``: where to send RTP/RTCP;
+    ``remote_direction``: the peer's declared direction, ``direction``: ours;
+    ``on_hold``: the peer asked not to receive media (sendonly/inactive, or
+    ``c=0.0.0.0``), i.e. it put the call on hold; ``media_index``: the ``m=`` line.
+    """
 
     codec: str
     payload_type: int
@@ -573,7 +583,7 @@ def negotiate(
             remote_direction=remote_direction,
             direction=answered,
             ptime=ptime,
-            on_hold=connection.is_hold or not _SENDS[remote_direction],
+            on_hold=connection.is_hold or not _RECEIVES[remote_direction],
             media_index=index,
         )
     if result is None:
@@ -632,7 +642,7 @@ def accept_answer(offer: SessionDescription, answer: SessionDescription) -> Nego
                 remote_direction=remote_direction,
                 direction=_intersect(_REVERSE[effective], mine),
                 ptime=m.ptime or 20,
-                on_hold=connection.is_hold or not _SENDS[remote_direction],
+                on_hold=connection.is_hold or not _RECEIVES[remote_direction],
                 media_index=index,
             )
     raise SdpError("the answer accepts none of the offered codecs", status=488)

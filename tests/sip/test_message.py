@@ -54,13 +54,19 @@ def _with(data: bytes, old: bytes, new: bytes) -> bytes:
 
 
 def test_headers_case_insensitive_compact_and_ordered() -> None:
-    headers = Headers([("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"), ("VIA", "SIP/2.0/TCP c")])
+    headers = Headers(
+        [("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b"), ("VIA", "SIP/2.0/TCP c")]
+    )
     headers.add("i", "abc@host")
     assert headers.get("Call-ID") == "abc@host"
     assert headers.get("call-id") == "abc@host"
-    assert headers.get_all("Via") == ["SIP/2.0/UDP a;branch=z9hG4bK1", "SIP/2.0/UDP b", "SIP/2.0/TCP c"]
+    assert headers.get_all("Via") == [
+        "SIP/2.0/UDP a;branch=z9hG4bK1",
+        "SIP/2.0/UDP b",
+        "SIP/2.0/TCP c",
+    ]
     assert headers.get("via") == "SIP/2.0/UDP a;branch=z9hG4bK1"
-    assert list(headers)[0][0] == "v"  # original spelling kept
+    assert next(iter(headers))[0] == "v"  # original spelling kept
     assert headers.count("Via") == 2
     assert "CALL-ID" in headers and "To" not in headers
 
@@ -133,7 +139,10 @@ def test_parse_request_accessors() -> None:
     assert req.cseq == (314159, "INVITE")
     assert req.from_ == NameAddr.parse("Alice <sip:alice@atlanta.example.com>;tag=1928301774")
     assert req.to.tag is None and req.to.display == "Bob"
-    assert [v.host for v in req.vias] == ["pc33.atlanta.example.com", "bigbox3.site3.atlanta.example.com"]
+    assert [v.host for v in req.vias] == [
+        "pc33.atlanta.example.com",
+        "bigbox3.site3.atlanta.example.com",
+    ]
     assert req.top_via.branch == "z9hG4bK776asdhds"
     assert req.max_forwards == 70
     assert req.contacts[0].uri.user == "alice"
@@ -328,7 +337,10 @@ def test_check_request_missing_mandatory_header(missing: bytes) -> None:
 def test_check_request_options_and_extensions() -> None:
     req = _request(_with(INVITE, b"Supported: replaces", b"Require: timer"))
     assert check_request(req, supported_extensions=frozenset({"timer"})) is None
-    assert check_request(req, implemented_methods=frozenset({"OPTIONS"})) == (501, "Not Implemented")
+    assert check_request(req, implemented_methods=frozenset({"OPTIONS"})) == (
+        501,
+        "Not Implemented",
+    )
     cancel = _request(
         _with(
             _with(INVITE, b"INVITE sip:", b"CANCEL sip:"),
@@ -369,9 +381,13 @@ def test_make_response_copies_rfc3261_8_2_6_2() -> None:
 
 
 def test_make_response_keeps_existing_to_tag_and_skips_record_route_for_options() -> None:
-    data = _with(INVITE, b"To: Bob <sip:bob@biloxi.example.com>", b"To: sip:bob@biloxi.example.com;tag=old")
+    data = _with(
+        INVITE, b"To: Bob <sip:bob@biloxi.example.com>", b"To: sip:bob@biloxi.example.com;tag=old"
+    )
     data = data.replace(b"INVITE", b"OPTIONS")
-    resp = make_response(_request(data), 200, "Fine", to_tag="new", body=b"x", content_type="text/plain")
+    resp = make_response(
+        _request(data), 200, "Fine", to_tag="new", body=b"x", content_type="text/plain"
+    )
     assert resp.to.tag == "old"
     assert resp.reason == "Fine"
     assert "Record-Route" not in resp.headers
@@ -424,7 +440,9 @@ def test_error_response_for_garbage_with_headers() -> None:
         b"\xff\xfe\x00garbage",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a\r\n\r\n",
         INVITE.replace(b"Call-ID", b"Xall-ID"),
-        INVITE.replace(b"Via: SIP/2.0/UDP pc33", b"Via: nonsense pc33").replace(b"Via: SIP", b"X: "),
+        INVITE.replace(b"Via: SIP/2.0/UDP pc33", b"Via: nonsense pc33").replace(
+            b"Via: SIP", b"X: "
+        ),
         INVITE.replace(b"CSeq: 314159 INVITE", b"CSeq: 314159 ACK"),
     ],
 )
@@ -475,7 +493,9 @@ def test_framer_bounds() -> None:
         StreamFramer(max_header_bytes=1024).feed(b"X" * 2000)
     assert info.value.status == 513
     with pytest.raises(SipParseError):
-        StreamFramer(max_header_bytes=1024).feed(b"INVITE sip:a@b SIP/2.0\r\nX: " + b"y" * 1100 + b"\r\n\r\n")
+        StreamFramer(max_header_bytes=1024).feed(
+            b"INVITE sip:a@b SIP/2.0\r\nX: " + b"y" * 1100 + b"\r\n\r\n"
+        )
     with pytest.raises(SipParseError):
         StreamFramer(max_body_bytes=3).feed(INVITE)
     framer = StreamFramer()
@@ -513,7 +533,9 @@ def test_build_request_from_parts() -> None:
     headers.add("CSeq", "1 OPTIONS")
     req = Request("OPTIONS", SipUri.parse("sip:bob@example.com"), headers)
     wire = req.to_bytes()
-    assert wire.startswith(b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;")
+    assert wire.startswith(
+        b"OPTIONS sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;"
+    )
     parsed = _request(wire)
     assert check_request(parsed) is None
     assert parsed.vias == [via]

@@ -60,7 +60,11 @@ def test_tel_uri_is_kept_with_number_as_host() -> None:
 
 def test_unknown_scheme_is_opaque() -> None:
     uri = SipUri.parse("nobodyKnowsThisScheme:totallyopaquecontent")
-    assert (uri.scheme, uri.host, uri.params) == ("nobodyknowsthisscheme", "totallyopaquecontent", ())
+    assert (uri.scheme, uri.host, uri.params) == (
+        "nobodyknowsthisscheme",
+        "totallyopaquecontent",
+        (),
+    )
 
 
 @pytest.mark.parametrize(
@@ -195,7 +199,9 @@ def test_via_parse_and_accessors() -> None:
     assert via.rport == 4321 and via.rport_requested
     assert via.sent_by == "192.0.2.1:5060"
     assert via.protocol == "SIP/2.0"
-    assert str(via) == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;received=198.51.100.7;rport=4321"
+    assert (
+        str(via) == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776;received=198.51.100.7;rport=4321"
+    )
 
 
 def test_via_lws_everywhere() -> None:
@@ -253,6 +259,10 @@ def test_split_quoted_respects_quotes_and_angles() -> None:
 
 
 def test_parse_params_lws() -> None:
-    assert parse_params(" tag = 98asjd8 ; lr ;q=0.3") == (("tag", "98asjd8"), ("lr", None), ("q", "0.3"))
+    assert parse_params(" tag = 98asjd8 ; lr ;q=0.3") == (
+        ("tag", "98asjd8"),
+        ("lr", None),
+        ("q", "0.3"),
+    )
     with pytest.raises(SipParseError):
         parse_params("a=")
