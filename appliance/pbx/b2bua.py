@@ -46,7 +46,7 @@ from appliance.pbx.record import Cdr
 from appliance.plan import Origin, Plan, Route, Tenant
 from appliance.sip.dialog import Dialog, DialogError, DialogSet
 from appliance.sip.errors import SipError
-from appliance.sip.message import Headers, Request, Response, check_request, make_response
+from appliance.sip.message import Headers, Request, Response, make_response
 from appliance.sip.sdp import (
     Negotiated,
     SdpError,
@@ -362,10 +362,7 @@ class B2bua:
     # ----------------------------------------------------------------- requests
 
     def _on_request(self, key: str, req: Request, addr: Addr, now: float) -> None:
-        problem = check_request(req)
-        if problem is not None:
-            self._respond(key, req, problem[0], problem[1], now)
-            return
+        # malformed requests were answered by the transaction layer (check_request)
         if req.to.tag is not None:
             self._on_in_dialog(key, req, now)
             return

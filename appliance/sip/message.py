@@ -738,7 +738,8 @@ def rejection_headers(
     """Extra headers an error response from :func:`check_request` must carry.
 
     420 -> ``Unsupported`` listing the unknown Require options (RFC 3261 8.2.2.3);
-    415/406 -> ``Accept`` listing what we take (RFC 3261 8.2.3, 21.4.7).
+    415/406 -> ``Accept`` listing what we take (RFC 3261 8.2.3, 21.4.7), plus
+    ``Accept-Encoding`` for 415 and a 399 ``Warning`` for 406 (RFC 4475 3.3.15).
     """
     if status == 420:
         unknown = _unsupported_required(req, supported_extensions)
@@ -747,6 +748,8 @@ def rejection_headers(
         headers = [("Accept", ", ".join(sorted(accepted_body_types)))]
         if status == 415:
             headers.append(("Accept-Encoding", "identity"))
+        else:  # RFC 4475 3.3.15: say why no answer body can be built
+            headers.append(("Warning", '399 branchline "no acceptable body type in Accept"'))
         return headers
     return []
 

@@ -61,6 +61,7 @@ _BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # generic-param value: token / host / quoted-string (quoted strings are checked apart)
 _GEN_VALUE_RE = re.compile(f"[{_TOKEN_CHARS}:\\[\\]]+")
 _OPAQUE_RE = re.compile(r"[\x21-\x7e\x80-\U0010ffff]*")
+_NEEDS_ESCAPE_RE = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
 _HEX2_RE = re.compile(rb"[0-9A-Fa-f]{2}")
 _WS_RE = re.compile(r"[ \t\r\n]+")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
@@ -169,8 +170,23 @@ def _read_quoted(text: str, start: int) -> tuple[str, int]:
 
 
 def quote_string(text: str) -> str:
-    """Render ``text`` as a quoted-string, escaping ``"`` and ``\\``."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Render ``text`` as a quoted-string (RFC 3261 section 25.1).
+
+    ``"``, ``\\`` and control characters are written as quoted-pairs; CR and LF,
+    which no quoted-pair can carry, become spaces.
+    """
+    if _NEEDS_ESCAPE_RE.search(text) is None:
+        return f'"{text}"'
+    out = ['"']
+    for ch in text:
+        if ch in "\r\n":
+            out.append(" ")
+        elif ch in '"\\' or (ch < " " and ch != "\t") or ch == "\x7f":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
 
 
 def _check_quoted_value(value: str) -> None:
@@ -501,7 +517,7 @@ class NameAddr:
     def __str__(self) -> str:
         if self.wildcard:
             return "*"
-        head = f"{quote_string(self.display)} " if self.display else ""
+        head = f"{quote_string(self.display)} " if self.display is not None else ""
         return f"{head}<{self.uri}>{format_params(self.params)}"
 
     @property

@@ -82,7 +82,9 @@ def test_sender_long_press_updates_every_50ms() -> None:
 # -- receiver: exactly once ------------------------------------------------------------
 
 
-def packets_for(digit: str, duration: float, ts: int, seq0: int = 0) -> list[tuple[float, RtpPacket]]:
+def packets_for(
+    digit: str, duration: float, ts: int, seq0: int = 0
+) -> list[tuple[float, RtpPacket]]:
     plan = Rfc4733Sender().packets(digit, duration)
     return [
         (p.offset, RtpPacket(101, (seq0 + i) & 0xFFFF, ts, 0x1234, p.marker, p.payload))

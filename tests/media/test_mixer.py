@@ -55,7 +55,9 @@ def test_gain_and_mute() -> None:
     m.set_gain("b", 2.0)
     m.set_muted("sup", False)
     assert levels(m.mix({"a": const(1000), "b": const(10), "sup": const(1)})) == {
-        "a": 21, "b": 501, "sup": 520,
+        "a": 21,
+        "b": 501,
+        "sup": 520,
     }
     with pytest.raises(MixerError):
         m.set_gain("b", -1)

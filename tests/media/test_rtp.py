@@ -172,8 +172,9 @@ def test_to_bytes_validates() -> None:
 def test_sender_report_roundtrip() -> None:
     block = ReportBlock(0x11, 25, 3, 70000, 12, 0x1234, 0x5678)
     ntp = ntp_timestamp(1_700_000_000.25)
-    data = build_sr(0xABC, ntp=ntp, rtp_timestamp=160, packet_count=10, octet_count=1600,
-                    reports=[block])
+    data = build_sr(
+        0xABC, ntp=ntp, rtp_timestamp=160, packet_count=10, octet_count=1600, reports=[block]
+    )
     assert len(data) == 28 + 24 and struct.unpack_from("!H", data, 2)[0] == 12
     assert is_rtcp(data)
     (sr,) = parse_rtcp(data)
@@ -215,8 +216,18 @@ def test_rtcp_garbage(data: bytes) -> None:
 
 
 def test_every_truncation_of_compound_rtcp() -> None:
-    data = build_sr(1, ntp=5, rtp_timestamp=6, packet_count=7, octet_count=8,
-                    reports=[ReportBlock(2, 1, 1, 1, 1)]) + build_sdes(1, "x") + build_bye([1])
+    data = (
+        build_sr(
+            1,
+            ntp=5,
+            rtp_timestamp=6,
+            packet_count=7,
+            octet_count=8,
+            reports=[ReportBlock(2, 1, 1, 1, 1)],
+        )
+        + build_sdes(1, "x")
+        + build_bye([1])
+    )
     for n in range(len(data)):
         try:
             parse_rtcp(data[:n])

@@ -24,7 +24,7 @@ def test_mono_roundtrip(tmp_path: Path) -> None:
 def test_stereo_write_and_mono_downmix(tmp_path: Path) -> None:
     left, right = tone(440, 0.2), tone(1000, 0.2)
     write_wav(tmp_path / "s.wav", np.stack([left, right], axis=1))
-    data, rate = read_wav_raw(tmp_path / "s.wav")
+    data, _ = read_wav_raw(tmp_path / "s.wav")
     assert data.shape == (1600, 2) and np.array_equal(data[:, 0], left)
     mono = read_wav(tmp_path / "s.wav")
     assert np.array_equal(mono, to_mono(data))

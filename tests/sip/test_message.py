@@ -360,6 +360,7 @@ def test_rejection_headers() -> None:
         ("Accept", "application/sdp"),
         ("Accept-Encoding", "identity"),
     ]
+    assert rejection_headers(req, 406)[1][0] == "Warning"
     assert rejection_headers(req, 400) == []
 
 

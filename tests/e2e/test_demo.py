@@ -1,0 +1,75 @@
+"""`make run`'s contract: the demo node writes run/demo.json when ready, phones can use
+what it lists, and Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.baresip import Account, BaresipPhone
+from tests.harness.procs import ManagedProcess, descendant_pids, free_port_pair, free_port_range
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
+    sip_port = free_port_pair("127.0.0.1")
+    low, high = free_port_range("127.0.0.1", 40)
+    proc = ManagedProcess(
+        "demo", [sys.executable, "-m", "appliance.demo", "--run-dir", str(tmp_run),
+                 "--sip-port", str(sip_port), "--fs-port", str(free_port_pair("127.0.0.1")),
+                 "--rtp-range", f"{low}-{high}"],
+        tmp_run, cwd=REPO,
+    ).start()
+    manifest_path = tmp_run / "demo.json"
+    try:
+        deadline = time.monotonic() + 30
+        while not manifest_path.exists():
+            assert proc.running, proc.log_tail()
+            assert time.monotonic() < deadline, "no demo.json"
+            time.sleep(0.05)
+        m: dict[str, Any] = json.loads(manifest_path.read_text())
+        assert m["sip"] == {"host": "127.0.0.1", "port": sip_port, "transports": ["udp", "tcp"]}
+        assert m["carrier"]["address"] == "127.0.0.2"
+        assert len(m["tenants"]) >= 2
+        domains = {t["domain"] for t in m["tenants"]}
+        assert len(domains) == len(m["tenants"])
+        for t in m["tenants"]:
+            exts = {e["number"] for e in t["extensions"]}
+            assert len(exts) >= 2 and all(len(e["password"]) >= 12 for e in t["extensions"])
+            targets = {d["target"] for d in t["dids"]}
+            assert exts <= targets, "every extension has a DID"
+        # the credentials work
+        tenant = m["tenants"][0]
+        ext = tenant["extensions"][0]
+        phone = BaresipPhone(tmp_run / "phone", Account(
+            user=ext["number"], domain=tenant["domain"], password=ext["password"],
+            outbound=f"sip:127.0.0.1:{sip_port}"))
+        phone.start()
+        try:
+            phone.wait_registered()
+        finally:
+            phone.stop()
+        # the CDR command runs
+        import subprocess
+
+        out = subprocess.run(m["cdr"]["command"], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        children = descendant_pids(proc.pid)
+        assert any("kamailio" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+                   for p in children if Path(f"/proc/{p}/cmdline").exists())
+    finally:
+        proc.signal(signal.SIGINT)
+        rc = proc.wait(15)
+    assert rc == 0, proc.log_tail()
+    assert not manifest_path.exists(), "manifest removed on stop"
+    assert "kamailio" not in " ".join(
+        Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in descendant_pids()
+        if Path(f"/proc/{p}/cmdline").exists())
