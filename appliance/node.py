@@ -8,6 +8,8 @@ and the call trace, and runs Kamailio as the SIP edge in front of it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import json
 import logging
 import time
@@ -50,6 +52,15 @@ class NodeConfig:
     @property
     def recordings_dir(self) -> Path:
         return self.run_dir / "recordings"
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _SipProtocol(asyncio.DatagramProtocol):
@@ -155,11 +166,18 @@ class Node:
         self.core.playback_finished(leg, time.monotonic())
         self._flush()
 
-    def _flush(self) -> None:
+    def _send_sip(self) -> None:
         transport = self._transport
-        if transport is not None:
-            for data, addr in self.core.outgoing():
+        if transport is None:
+            return
+        for data, addr in self.core.outgoing():
+            if _is_ip(addr[0]):
                 transport.sendto(data, addr)
+            else:  # never resolve names on the event loop; our peers are addresses
+                log.warning("dropping SIP message to unresolved host %s", addr[0])
+
+    def _flush(self) -> None:
+        self._send_sip()
         for cmd in self.core.commands():
             if isinstance(cmd, WriteCdr):
                 if self.cdrs is not None:
@@ -168,9 +186,7 @@ class Node:
                 self._write_trace(cmd)
             elif self.media is not None:
                 self.media.execute(cmd)
-        if transport is not None:
-            for data, addr in self.core.outgoing():  # media commands may have produced SIP
-                transport.sendto(data, addr)
+        self._send_sip()  # media commands may have produced SIP
         self._schedule()
 
     def _schedule(self) -> None:

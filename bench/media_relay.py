@@ -9,6 +9,7 @@ not charged to the relay.
 
     python3 bench/media_relay.py --calls 50 100 200 --seconds 5 [--loop asyncio uvloop]
     python3 bench/media_relay.py ... --transcode     # legs in PCMU <-> PCMA
+    python3 bench/media_relay.py ... --bare          # floor: raw datagram forwarding
     python3 bench/media_relay.py ... --json out.json
 
 Printed per run: packets relayed per second, CPU seconds per call-second, CPU load, loss
@@ -108,11 +109,25 @@ def generator() -> None:
 # --------------------------------------------------------------------------- relay side
 
 
-async def relay_run(calls: int, seconds: float, warmup: float, transcode: bool) -> dict[str, Any]:
+def _bare_forward(src: Any, dst: Any, counter: list[int]) -> None:
+    """Floor of this architecture: forward datagrams as they are, no RTP work at all."""
+    transport = dst._transport
+
+    def on_datagram(data: bytes, addr: Any) -> None:
+        transport.sendto(data, dst.remote)
+        counter[0] += 1
+
+    src._protocols[0].on_datagram = on_datagram
+
+
+async def relay_run(
+    calls: int, seconds: float, warmup: float, transcode: bool, bare: bool = False
+) -> dict[str, Any]:
     from appliance.media.endpoint import Bridge, RtpEndpoint
 
     legs: list[RtpEndpoint] = []
     bridges: list[Bridge] = []
+    bare_count = [0]
     for _ in range(calls):
         a = await RtpEndpoint.open("127.0.0.1", rtcp=False)
         b = await RtpEndpoint.open("127.0.0.1", rtcp=False)
@@ -134,22 +149,35 @@ async def relay_run(calls: int, seconds: float, warmup: float, transcode: bool) 
             a, b = legs[2 * i], legs[2 * i + 1]
             a.set_remote("127.0.0.1", phone_ports[2 * i], codec="PCMU", dtmf_pt=101)
             codec_b = "PCMA" if transcode else "PCMU"
-            b.set_remote("127.0.0.1", phone_ports[2 * i + 1], payload_type=0, codec=codec_b,
-                         dtmf_pt=101)
-            bridges.append(Bridge(a, b))
+            b.set_remote(
+                "127.0.0.1", phone_ports[2 * i + 1], payload_type=0, codec=codec_b, dtmf_pt=101
+            )
+            if bare:
+                _bare_forward(a, b, bare_count)
+                _bare_forward(b, a, bare_count)
+            else:
+                bridges.append(Bridge(a, b))
         total = warmup + seconds + 0.3
         proc.stdin.write(json.dumps({"seconds": total}) + "\n")
         proc.stdin.flush()
         await asyncio.sleep(warmup)
 
         def relayed() -> int:
-            return sum(sum(br.relayed) for br in bridges)
+            return sum(sum(br.relayed) for br in bridges) + bare_count[0]
 
-        p0, cpu0, ru0, w0 = relayed(), time.process_time(), resource.getrusage(
-            resource.RUSAGE_SELF), loop.time()
+        p0, cpu0, ru0, w0 = (
+            relayed(),
+            time.process_time(),
+            resource.getrusage(resource.RUSAGE_SELF),
+            loop.time(),
+        )
         await asyncio.sleep(seconds)
-        p1, cpu1, ru1, w1 = relayed(), time.process_time(), resource.getrusage(
-            resource.RUSAGE_SELF), loop.time()
+        p1, cpu1, ru1, w1 = (
+            relayed(),
+            time.process_time(),
+            resource.getrusage(resource.RUSAGE_SELF),
+            loop.time(),
+        )
         line = await loop.run_in_executor(None, proc.stdout.readline)
         gen = json.loads(line)
     finally:
@@ -165,7 +193,7 @@ async def relay_run(calls: int, seconds: float, warmup: float, transcode: bool) 
     per_call_second = cpu / (calls * wall)
     return {
         "calls": calls,
-        "transcode": transcode,
+        "mode": "bare" if bare else ("transcode" if transcode else "bridge"),
         "wall_s": round(wall, 3),
         "relayed_pps": round((p1 - p0) / wall),
         "expected_pps": calls * 100,
@@ -183,7 +211,9 @@ async def relay_run(calls: int, seconds: float, warmup: float, transcode: bool) 
     }
 
 
-def run(loop_name: str, calls: int, seconds: float, warmup: float, transcode: bool) -> dict:
+def run(
+    loop_name: str, calls: int, seconds: float, warmup: float, transcode: bool, bare: bool
+) -> dict:
     if loop_name == "uvloop":
         import uvloop
 
@@ -191,7 +221,7 @@ def run(loop_name: str, calls: int, seconds: float, warmup: float, transcode: bo
     else:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(relay_run(calls, seconds, warmup, transcode))
+        result = runner.run(relay_run(calls, seconds, warmup, transcode, bare))
     result["loop"] = loop_name
     return result
 
@@ -202,9 +232,15 @@ def main() -> None:
     ap.add_argument("--calls", type=int, nargs="+", default=[10, 50, 100, 200])
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--loop", nargs="+", default=["asyncio", "uvloop"],
-                    choices=["asyncio", "uvloop"])
+    ap.add_argument(
+        "--loop", nargs="+", default=["asyncio", "uvloop"], choices=["asyncio", "uvloop"]
+    )
     ap.add_argument("--transcode", action="store_true", help="legs in PCMU and PCMA")
+    ap.add_argument(
+        "--bare",
+        action="store_true",
+        help="baseline: forward raw datagrams between the legs' sockets (no Bridge)",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     if args.generator:
@@ -220,18 +256,22 @@ def main() -> None:
                 continue
         loops.append(name)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, pid {os.getpid()}")
-    header = (f"{'loop':8} {'calls':>5} {'relayed/s':>9} {'expect/s':>8} {'cpu load':>8} "
-              f"{'ms CPU/call-s':>13} {'us/pkt':>7} {'calls/core':>10} {'loss %':>7}")
+    header = (
+        f"{'loop':8} {'calls':>5} {'relayed/s':>9} {'expect/s':>8} {'cpu load':>8} "
+        f"{'ms CPU/call-s':>13} {'us/pkt':>7} {'calls/core':>10} {'loss %':>7}"
+    )
     print(header)
     results = []
     for name in loops:
         for calls in args.calls:
-            r = run(name, calls, args.seconds, args.warmup, args.transcode)
+            r = run(name, calls, args.seconds, args.warmup, args.transcode, args.bare)
             results.append(r)
-            print(f"{name:8} {calls:5d} {r['relayed_pps']:9d} {r['expected_pps']:8d} "
-                  f"{r['cpu_load']:8.3f} {r['cpu_ms_per_call_second']:13.4f} "
-                  f"{r['us_per_packet']:7.2f} {r['calls_per_core']:10d} {r['loss_pct']:7.2f}",
-                  flush=True)
+            print(
+                f"{name:8} {calls:5d} {r['relayed_pps']:9d} {r['expected_pps']:8d} "
+                f"{r['cpu_load']:8.3f} {r['cpu_ms_per_call_second']:13.4f} "
+                f"{r['us_per_packet']:7.2f} {r['calls_per_core']:10d} {r['loss_pct']:7.2f}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -136,7 +136,7 @@ class RtpLoad:
                 raise SystemExit(f"rtpload: only loopback addresses, not {host}")
         self.seconds = seconds
         self.max_calls = max_calls
-        self.per_call = max(1, round(seconds / PTIME))
+        self.per_call = max(0, round(seconds / PTIME))  # 0: signalling only
         self.uac = _bind(uac)
         self.uas = _bind(uas)
         # RTCP ports (RTP + 1): relays send reports there; bind them so no ICMP comes back
@@ -285,7 +285,8 @@ class RtpLoad:
             c = _Call(len(self.calls), call_id, (ip, port), self.per_call, now)
             self.calls.append(c)
             self.by_call_id[call_id] = c
-            heapq.heappush(self.heap, (now, c.idx))
+            if c.n:
+                heapq.heappush(self.heap, (now, c.idx))
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict[str, Any]:
@@ -316,11 +317,27 @@ class RtpLoad:
             "rejected_notices": self.rejected,
             "cpu_s": round(usage.user + usage.system, 3),
             "wall_s": round(time.monotonic() - self.started, 3),
+            "lost_where": _lost_where(self.calls),
             "per_call": [
-                {"call_id": c.call_id, "sent": c.sent, "ab": c.ab.count(1), "ba": c.ba.count(1)}
+                {"call_id": c.call_id, "sent": c.sent, "ab": c.ab.count(1), "ba": c.ba.count(1),
+                 "lost_ab": _missing(c.ab, c.sent)[:20], "lost_ba": _missing(c.ba, c.sent)[:20]}
                 for c in self.calls
             ],
         }
+
+
+def _missing(marks: bytearray, sent: int) -> list[int]:
+    return [k for k in range(sent) if not marks[k]]
+
+
+def _lost_where(calls: list[_Call]) -> dict[str, int]:
+    """Where in the calls' streams the lost packets were (first/last 10 packets, middle)."""
+    out = {"first10": 0, "middle": 0, "last10": 0}
+    for c in calls:
+        for marks in (c.ab, c.ba):
+            for k in _missing(marks, c.sent):
+                out["first10" if k < 10 else "last10" if k >= c.sent - 10 else "middle"] += 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

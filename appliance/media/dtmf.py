@@ -304,6 +304,27 @@ class Rfc4733Sender:
             plan.append(EventPacket(duration + i * self.frame, False, end))
         return plan
 
+    def rtp_packets(
+        self,
+        digit: str,
+        duration: float = 0.1,
+        *,
+        payload_type: int = 101,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+    ) -> list[tuple[float, RtpPacket]]:
+        """The same plan as RTP packets: consecutive sequence numbers, one timestamp."""
+        return [
+            (
+                p.offset,
+                RtpPacket(
+                    payload_type, (sequence + i) & 0xFFFF, timestamp, ssrc, p.marker, p.payload
+                ),
+            )
+            for i, p in enumerate(self.packets(digit, duration))
+        ]
+
 
 def _db(value: float) -> float:
     return float(10 ** (value / 10))

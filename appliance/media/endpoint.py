@@ -223,6 +223,7 @@ class RtpEndpoint:
         self.sent_packets = 0
         self.sent_octets = 0
         self.suppressed = 0
+        self.players = 0  # active Players: they pre-empt bridged audio towards this leg
         # what we receive
         self.stats = RtpStats(CLOCK_RATE)
         self.rx_ssrc: int | None = None
@@ -231,8 +232,10 @@ class RtpEndpoint:
         self.foreign_packets = 0
         self.unknown_pt = 0
         self.socket_errors = 0
-        self._audio_handlers: list[AudioHandler] = []
-        self._event_handlers: list[AudioHandler] = []
+        # tuples, replaced on change: safe to iterate while a handler detaches itself
+        self._audio_handlers: tuple[AudioHandler, ...] = ()
+        self._event_handlers: tuple[AudioHandler, ...] = ()
+        self.handler_errors = 0
         # DTMF
         self.on_dtmf: DtmfCallback | None = None
         self._dtmf_listeners: list[DtmfCallback] = []
@@ -345,8 +348,7 @@ class RtpEndpoint:
         for timer in (self._dtmf_timer, self._rtcp_timer):
             if timer is not None:
                 timer.cancel()
-        self._audio_handlers.clear()
-        self._event_handlers.clear()
+        self._audio_handlers = self._event_handlers = ()
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
                 transport.close()
@@ -418,19 +420,17 @@ class RtpEndpoint:
         return self._tx_ok
 
     def add_audio_handler(self, handler: AudioHandler) -> None:
-        self._audio_handlers.append(handler)
+        self._audio_handlers = (*self._audio_handlers, handler)
 
     def remove_audio_handler(self, handler: AudioHandler) -> None:
-        with contextlib.suppress(ValueError):
-            self._audio_handlers.remove(handler)
+        self._audio_handlers = tuple(h for h in self._audio_handlers if h != handler)
 
     def add_event_handler(self, handler: AudioHandler) -> None:
         """Raw RFC 4733 packets (payload, seq, ts, marker), e.g. for forwarding."""
-        self._event_handlers.append(handler)
+        self._event_handlers = (*self._event_handlers, handler)
 
     def remove_event_handler(self, handler: AudioHandler) -> None:
-        with contextlib.suppress(ValueError):
-            self._event_handlers.remove(handler)
+        self._event_handlers = tuple(h for h in self._event_handlers if h != handler)
 
     def add_dtmf_listener(self, listener: DtmfCallback) -> None:
         self._dtmf_listeners.append(listener)
@@ -443,7 +443,7 @@ class RtpEndpoint:
         if enabled and self._inband is None:
             self._inband = InbandDtmfDetector(CLOCK_RATE)
             self._inband_handler = self._feed_inband
-            self._audio_handlers.append(self._inband_handler)
+            self.add_audio_handler(self._inband_handler)
         elif not enabled and self._inband is not None:
             if self._inband_handler is not None:
                 self.remove_audio_handler(self._inband_handler)
@@ -486,11 +486,23 @@ class RtpEndpoint:
         marker = b1 > 0x7F
         if pt == self.payload_type:
             for handler in self._audio_handlers:
-                handler(payload, seq, ts, marker)
+                try:
+                    handler(payload, seq, ts, marker)
+                except Exception:
+                    self._handler_failed()
         elif pt == self.dtmf_pt:
-            self._on_event(payload, seq, ts, marker, ssrc, now)
+            try:
+                self._on_event(payload, seq, ts, marker, ssrc, now)
+            except Exception:
+                self._handler_failed()
         else:
             self.unknown_pt += 1
+
+    def _handler_failed(self) -> None:
+        # a consumer's bug must not close the socket (asyncio would) and end the call
+        self.handler_errors += 1
+        if self.handler_errors <= 3:
+            log.exception("media handler failed on %r (tenant %s)", self, self.tenant_id)
 
     def _latch(self, addr: Any) -> None:
         self._latch_pending = False
@@ -640,20 +652,24 @@ class RtpEndpoint:
             self.new_local_stream()
             start = self._loop.time()
             event_ts = self._local_ts
-            for packet in plan:
-                delay = start + packet.offset - self._loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self.relay(
-                    self._local,
-                    self._local_gen,
-                    packet.payload,
-                    self._local_seq,
-                    event_ts,
-                    packet.marker,
-                    self.dtmf_pt,
-                )
-                self._local_seq = (self._local_seq + 1) & 0xFFFF
+            self.players += 1  # bridged audio must not interleave with the event
+            try:
+                for packet in plan:
+                    delay = start + packet.offset - self._loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    self.relay(
+                        self._local,
+                        self._local_gen,
+                        packet.payload,
+                        self._local_seq,
+                        event_ts,
+                        packet.marker,
+                        self.dtmf_pt,
+                    )
+                    self._local_seq = (self._local_seq + 1) & 0xFFFF
+            finally:
+                self.players -= 1
             self._local_ts = (event_ts + round(duration * CLOCK_RATE)) & _MASK32
         if pause > 0:
             await asyncio.sleep(pause)
@@ -825,7 +841,7 @@ class _Direction:
 
     def audio(self, payload: bytes, seq: int, ts: int, marker: bool) -> None:
         dst = self.dst
-        if not dst._tx_ok:
+        if not dst._tx_ok or dst.players:
             dst.suppressed += 1
             return
         src = self.src
@@ -851,6 +867,10 @@ class Player:
     missed frames are skipped (the timestamp still advances).  Await the
     player (or ``player.done``) for completion: True when played to the end,
     False when stopped.
+
+    While a player is active on an endpoint, bridged audio towards that
+    endpoint is held back (the prompt, e.g. "this call is recorded", replaces
+    the other party for its duration); RFC 4733 events still pass.
     """
 
     def __init__(
@@ -880,6 +900,8 @@ class Player:
     def start(self) -> Player:
         if self._handle is not None or self.done.done():
             return self
+        self.endpoint.players += 1
+        self.done.add_done_callback(self._finished)
         self.endpoint.new_local_stream()
         self._t0 = self._loop.time()
         self._tick()
@@ -892,6 +914,9 @@ class Player:
             self._handle = None
         if not self.done.done():
             self.done.set_result(False)
+
+    def _finished(self, _: asyncio.Future[bool]) -> None:
+        self.endpoint.players -= 1
 
     def __await__(self) -> Any:
         return asyncio.shield(self.done).__await__()

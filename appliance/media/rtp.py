@@ -312,6 +312,27 @@ class RtpStats:
         new sequence, RFC 3550 A.1).  ``jitter=False`` keeps packets that
         share a timestamp (RFC 4733 events) out of the jitter estimate.
         """
+        if sequence == (self.max_seq + 1) & 0xFFFF and self.received:
+            # fast path (the common case): the next packet in order
+            if sequence == 0:
+                self.cycles += _SEQ_MOD
+            self.max_seq = sequence
+            i = (self.cycles + sequence) % _DUP_WINDOW
+            self._seen[i >> 3] |= 1 << (i & 7)
+            self.received += 1
+            self.octets += size
+            if jitter:
+                transit = arrival * self.clock_rate - timestamp
+                last = self._transit
+                self._transit = transit
+                if last is not None:
+                    d = transit - last
+                    if d < 0:
+                        d = -d
+                    if d > 2**31:
+                        d = 2**32 - d
+                    self.jitter += (d - self.jitter) / 16.0
+            return True
         if self.received == 0:
             self._init_seq(sequence)
             self.received = 1

@@ -830,8 +830,8 @@ def error_response_for(
     """Best-effort error response bytes for a request that failed to parse.
 
     Reads the raw header lines (unfolded, compact forms understood). If the bytes
-    look like a request whose Via (topmost must parse), From, To, Call-ID and CSeq
-    lines are all present, returns ``SIP/2.0 <err.status> <err.reason>`` with those
+    look like a request with a Via (topmost must parse; From, To, Call-ID and CSeq
+    are copied when present), returns ``SIP/2.0 <err.status> <err.reason>`` with those
     headers copied and a To tag added (``to_tag`` or one derived from Call-ID and
     branch, so retransmissions get the same answer). Returns ``None`` (drop
     silently) for responses, ACKs, and garbage (RFC 3261 section 17.2.3 needs the
@@ -870,14 +870,13 @@ def error_response_for(
         if key in ("via", "from", "to", "call-id", "cseq"):
             current = found.setdefault(key, [])
             current.append(value.strip())
-    if any(key not in found for key in ("via", "from", "to", "call-id", "cseq")):
+    if "via" not in found:
+        return None  # nowhere to send an answer
+    cseq = found["cseq"][0].split() if "cseq" in found else ["", ""]
+    if "cseq" in found and (len(cseq) != 2 or not _DIGITS_RE.fullmatch(cseq[0])
+                            or cseq[1] == "ACK"):
         return None
-    cseq = found["cseq"][0].split()
-    if len(cseq) != 2 or not _DIGITS_RE.fullmatch(cseq[0]) or cseq[1] == "ACK":
-        return None
-    call_id = found["call-id"][0]
-    if not call_id:
-        return None
+    call_id = found["call-id"][0] if "call-id" in found else ""
     first_via = found["via"][0]
     try:
         vias = split_list(first_via)
@@ -892,17 +891,23 @@ def error_response_for(
             top = Via.parse(vias[0].split(";", 1)[0])
         except SipParseError:
             return None
-    to_value = found["to"][0]
-    if err.status != 100 and not _TAG_RE.search(_strip_angle(to_value)):
-        tag = to_tag or _stable_tag(f"{call_id}|{top.branch}|{cseq[0]}")
-        to_value = f"{to_value};tag={tag}"
     reason = err.reason.replace("\r", " ").replace("\n", " ")
     out = [f"SIP/2.0 {err.status} {reason}"]
     out.extend(f"Via: {value}" for value in found["via"])
-    out.append(f"From: {found['from'][0]}")
-    out.append(f"To: {to_value}")
-    out.append(f"Call-ID: {call_id}")
-    out.append(f"CSeq: {found['cseq'][0]}")
+    # RFC 4475 3.3.1 (insuf): a request missing From/To/Call-ID/CSeq still gets its
+    # 400, with whichever of those it had copied.
+    if "from" in found:
+        out.append(f"From: {found['from'][0]}")
+    if "to" in found:
+        to_value = found["to"][0]
+        if err.status != 100 and not _TAG_RE.search(_strip_angle(to_value)):
+            tag = to_tag or _stable_tag(f"{call_id}|{top.branch}|{cseq[0]}")
+            to_value = f"{to_value};tag={tag}"
+        out.append(f"To: {to_value}")
+    if call_id:
+        out.append(f"Call-ID: {call_id}")
+    if "cseq" in found:
+        out.append(f"CSeq: {found['cseq'][0]}")
     out.append("Content-Length: 0")
     return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 

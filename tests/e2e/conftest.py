@@ -63,6 +63,7 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
 class NodeHandle:
     run_dir: Path
     sip_port: int
+    fs_port: int
     carrier_port: int
     manifest: dict[str, Any]
     proc: ManagedProcess
@@ -135,7 +136,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = ()) -> NodeHandle
             raise RuntimeError(f"node did not come up:\n{log}")
         time.sleep(0.05)
     manifest = json.loads(manifest_path.read_text())
-    return NodeHandle(workdir, sip_port, carrier_port, manifest, proc)
+    return NodeHandle(workdir, sip_port, fs_port, carrier_port, manifest, proc)
 
 
 @pytest.fixture(scope="module")

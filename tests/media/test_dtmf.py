@@ -71,6 +71,14 @@ def test_sender_plan_for_100ms() -> None:
     assert [e.duration for e in events] == [160, 400, 800, 800, 800]
 
 
+def test_sender_rtp_packets_share_one_timestamp() -> None:
+    plan = Rfc4733Sender().rtp_packets("2", 0.1, ssrc=9, sequence=65534, timestamp=123)
+    assert [p.sequence for _, p in plan] == [65534, 65535, 0, 1, 2]
+    assert {p.timestamp for _, p in plan} == {123} and {p.ssrc for _, p in plan} == {9}
+    assert [p.marker for _, p in plan] == [True, False, False, False, False]
+    assert run(Rfc4733Receiver(), plan) == "2"
+
+
 def test_sender_long_press_updates_every_50ms() -> None:
     plan = Rfc4733Sender().packets("#", 0.26)
     updates = [p for p in plan if not TelephoneEvent.parse(p.payload).end]

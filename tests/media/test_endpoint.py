@@ -448,3 +448,43 @@ async def test_direction_validation_and_close_is_idempotent() -> None:
     await ep.aclose()
     ep.close()
     assert not ep.send_frame(b"\xff" * 160)
+
+
+async def test_a_failing_handler_does_not_kill_the_socket() -> None:
+    src = await RtpEndpoint.open(LOOPBACK)
+    dst = await RtpEndpoint.open(LOOPBACK)
+    try:
+        src.set_remote(LOOPBACK, dst.port)
+
+        def broken(payload: bytes, seq: int, ts: int, marker: bool) -> None:
+            raise RuntimeError("consumer bug")
+
+        dst.add_audio_handler(broken)
+        got = Collector(dst)
+        await src.play(tone(440, 0.2))
+        await got.wait_for(10)
+        assert dst.handler_errors == 10 and not dst.closed
+        dst.remove_audio_handler(broken)
+        await src.play(tone(440, 0.1))
+        await got.wait_for(15)
+        assert dst.handler_errors == 10
+    finally:
+        await src.aclose()
+        await dst.aclose()
+
+
+async def test_prompt_on_a_bridged_leg_replaces_the_other_party_while_it_plays() -> None:
+    async with pair() as (phone_a, phone_b, _, node_b, _bridge):
+        got_b = Collector(phone_b)
+        talk = phone_a.play(tone(440, 1.2, amplitude=8000))
+        await got_b.wait_for(5)
+        prompt = node_b.play(tone(1000, 0.4, amplitude=8000))
+        start = len(got_b.packets)
+        assert await prompt
+        during = got_b.packets[start + 2 : start + 18]
+        audio = np.concatenate([g711.ulaw_decode(p[4]) for p in during])
+        assert tone_power(audio, 1000) > 0.8 and tone_power(audio, 440) < 0.05
+        await talk
+        await wait_until(lambda: node_b.players == 0)
+        tail = np.concatenate([g711.ulaw_decode(p[4]) for p in got_b.packets[-10:]])
+        assert tone_power(tail, 440) > 0.8  # the other party is back after the prompt

@@ -434,13 +434,20 @@ def test_error_response_for_garbage_with_headers() -> None:
     assert error_response_for(data, info.value, to_tag="t") != reply
 
 
+def test_error_response_for_answers_without_call_id() -> None:
+    """RFC 4475 3.3.1: a request missing headers still gets its 400, routed by Via."""
+    data = INVITE.replace(b"Call-ID", b"Xall-ID")
+    reply = error_response_for(data, SipParseError("missing Call-ID"))
+    assert reply is not None and reply.startswith(b"SIP/2.0 400 ")
+    assert b"\r\nVia: SIP/2.0/UDP pc33" in reply and b"Call-ID" not in reply
+
+
 @pytest.mark.parametrize(
     "data",
     [
         b"",
         b"\xff\xfe\x00garbage",
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a\r\n\r\n",
-        INVITE.replace(b"Call-ID", b"Xall-ID"),
         INVITE.replace(b"Via: SIP/2.0/UDP pc33", b"Via: nonsense pc33").replace(
             b"Via: SIP", b"X: "
         ),

@@ -1,6 +1,6 @@
 """RFC 4475 torture messages: one test per file, with the expected outcome in a table.
 
-Provenance: /work/shared/testdata/rfc4475/{valid,invalid}/*.dat, the messages of
+Provenance: tests/data/rfc4475/{valid,invalid}/*.dat, the messages of
 RFC 4475 (IETF, May 2006) one per file, named by the RFC's tags; ``test.dat`` is an
 extra message of the same archive (no SIP-Version, a header line without colon).
 
@@ -32,9 +32,9 @@ from appliance.sip.message import (
     rejection_headers,
 )
 
-DATA = Path("/work/shared/testdata/rfc4475")
-if not DATA.is_dir():  # pragma: no cover - the shared data set is part of the workspace
-    DATA = Path(__file__).resolve().parents[2] / "tests" / "data" / "rfc4475"
+# The RFC 4475 messages, one file each (copied from the project's shared test data;
+# provenance in tests/data/rfc4475/README.md).
+DATA = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 ACCEPT = ("accept", None)
 DROP = ("drop", None)

@@ -260,7 +260,8 @@ def test_ipv6_answer() -> None:
 
 def test_rfc4475_bodies_negotiate_to_pcmu() -> None:
     """Provenance: RFC 4475 3.1.1.1 (wsinv) carries audio PCMU/12 and a video stream."""
-    body = parse_message(Path("/work/shared/testdata/rfc4475/valid/wsinv.dat").read_bytes()).body
+    wsinv = Path(__file__).resolve().parents[1] / "data" / "rfc4475" / "valid" / "wsinv.dat"
+    body = parse_message(wsinv.read_bytes()).body
     answer, result = _negotiate(SessionDescription.parse(body))
     assert (result.codec, result.remote_ip, result.remote_port) == ("PCMU", "192.0.2.4", 49217)
     assert [m.port for m in answer.media] == [40000, 0]

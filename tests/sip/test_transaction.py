@@ -724,7 +724,6 @@ GARBAGE = [
     b"\r\n\r\n",
     b"hello world",
     b"\x00\xff" * 40,
-    b"INVITE sip:bob@hub.example SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKg\r\n",
     b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n",
     b"SIP/2.0 999 Weird\r\n\r\n",
 ]
@@ -736,6 +735,17 @@ def test_garbage_is_dropped_without_exception(data: bytes) -> None:
     uas.receive(data, UAC_ADDR, 0.0)
     assert uas.events() == []
     assert uas.outgoing() == []
+    assert uas.transaction_count == 0
+
+
+def test_request_with_only_a_via_gets_400_without_a_transaction() -> None:
+    """RFC 4475 3.3.1 (insuf): missing mandatory headers still earn a 400."""
+    uas = make_layer(UAS_ADDR, "uas")
+    uas.receive(b"INVITE sip:bob@hub.example SIP/2.0\r\n"
+                b"Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKg\r\n", UAC_ADDR, 0.0)
+    assert uas.events() == []
+    [(reply, dest)] = uas.outgoing()
+    assert reply.startswith(b"SIP/2.0 400 ") and dest == ("10.0.0.1", 5060)
     assert uas.transaction_count == 0
 
 
