@@ -113,6 +113,14 @@ def manifest(plan: Plan, cfg: NodeConfig) -> dict[str, Any]:
     }
 
 
+def write_manifest(path: Path, content: dict[str, Any]) -> None:
+    """Atomically (rename), readable only by the owner: it holds the SIP passwords."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(content, indent=2, ensure_ascii=False))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
 async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | None) -> None:
     if plan_path is not None:
         plan = Plan.from_dict(yaml.safe_load(plan_path.read_text()))
@@ -126,14 +134,32 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
         loop.add_signal_handler(sig, stop.set)
     manifest_path = run_root / "demo.json"
     manifest_path.unlink(missing_ok=True)
+    plan_file = plan_path or run_root / "demo" / "plan.yaml"
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload_plan() -> None:
+        """SIGHUP: apply the plan file again; a bad plan is refused, the old one stays."""
+        try:
+            new = Plan.from_dict(yaml.safe_load(plan_file.read_text()))
+        except (PlanError, yaml.YAMLError, OSError) as exc:
+            log.error("plan %s refused, still serving version %d: %s", plan_file,
+                      node.plan.version, exc)
+            return
+        await node.apply_plan(new)
+        write_manifest(manifest_path, manifest(new, cfg))
+        log.info("plan version %d applied", new.version)
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_plan())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await node.start()
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest(plan, cfg), indent=2, ensure_ascii=False))
-        tmp.chmod(0o600)
-        tmp.replace(manifest_path)
-        log.info("demo node ready: SIP %s:%d; manifest %s (Ctrl-C to stop)",
-                 cfg.sip_host, cfg.sip_port, manifest_path)
+        write_manifest(manifest_path, manifest(plan, cfg))
+        log.info("demo node ready: SIP %s:%d; manifest %s (Ctrl-C to stop, SIGHUP reloads "
+                 "the plan)", cfg.sip_host, cfg.sip_port, manifest_path)
         await stop.wait()
     finally:
         log.info("stopping")

@@ -45,12 +45,46 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({short})"
 
 
-_IDLE = ("select (selectors.py)", "poll (selectors.py)", "_run_once (asyncio/base_events.py)")
+# Areas of the node's work, by the first matching function from the top of the stack
+# (so the SIP stack inside a datagram callback counts as SIP, not as "receive").
+_AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("idle: waiting in epoll", ("EpollSelector.select",)),
+    ("RTP stats (RtpStats.update)", ("RtpStats.update",)),
+    ("RTP send: transport.sendto (asyncio + syscall)", ("_SelectorDatagramTransport.sendto",)),
+    ("RTP relay code (relay, _Direction.audio)", ("RtpEndpoint.relay", "_Direction.audio",
+                                                 "_Direction.event", "Echo._audio")),
+    ("RTP receive code (_on_rtp, datagram_received)", ("RtpEndpoint._on_rtp",
+                                                       "_Protocol.datagram_received")),
+    ("RTCP", ("RtpEndpoint._send_rtcp", "RtpEndpoint._on_rtcp")),
+    ("CDR write (sqlite)", ("CdrStore.write",)),
+    ("call trace + logging", ("Node._write_trace", "Logger.info", "Logger._log")),
+    ("socket open/close (create_datagram_endpoint, close)", (
+        "BaseEventLoop.create_datagram_endpoint", "RtpEndpoint.open", "RtpEndpoint.close",
+        "_SelectorTransport._call_connection_lost", "_SelectorTransport.close")),
+    ("SIP parse (parse_message)", ("parse_message",)),
+    ("SIP transactions", ("TransactionLayer.",)),
+    ("B2BUA call logic", ("B2bua.",)),
+    ("media commands (MediaPlane)", ("MediaPlane.",)),
+    ("node SIP plumbing (_flush, timers)", ("Node.",)),
+    ("RTP/socket receive: asyncio _read_ready + recvfrom", (
+        "_SelectorDatagramTransport._read_ready",)),
+    ("event loop overhead (_run_once, handles, timers)", ("BaseEventLoop._run_once",)),
+)
+
+
+def _area(frames: list[str]) -> str:
+    for name, keys in _AREAS:
+        for frame in reversed(frames):
+            if any(frame.startswith(k) for k in keys):
+                return name
+    return "other"
 
 
 def summarise(raw: str, top: int = 20) -> dict[str, Any]:
+    """Shares of the event-loop (main) thread's samples; other threads are left out."""
     self_counts: Counter[str] = Counter()
     incl_counts: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     idle = 0
     for line in raw.splitlines():
@@ -63,24 +97,30 @@ def summarise(raw: str, top: int = 20) -> dict[str, Any]:
             continue
         frames = [_frame_name(f) for f in stack.split(";") if f and not f.startswith("process ")
                   and not f.startswith("thread ")]
-        if not frames:
-            continue
+        if not any(f.startswith("BaseEventLoop.run_forever") for f in frames):
+            continue  # not the event loop thread (e.g. asyncio's child watcher)
         total += count
         leaf = frames[-1]
         self_counts[leaf] += count
-        if leaf in _IDLE[:2]:
+        area = _area(frames)
+        areas[area] += count
+        if area.startswith("idle"):
             idle += count
         for name in set(frames):
             incl_counts[name] += count
     if not total:
-        return {"error": "no samples"}
+        return {"error": "no samples of the event loop thread"}
 
     def pct(c: int) -> float:
         return round(100.0 * c / total, 1)
 
+    skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run (", "Runner.run",
+            "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever")
     return {
         "samples": total,
         "idle_pct": pct(idle),
+        "areas": [(name, pct(c)) for name, c in areas.most_common()],
         "self": [(name, pct(c)) for name, c in self_counts.most_common(top)],
-        "inclusive": [(name, pct(c)) for name, c in incl_counts.most_common(top + 10)],
+        "inclusive": [(name, pct(c)) for name, c in incl_counts.most_common(top + 12)
+                      if not name.startswith(skip)][:top],
     }

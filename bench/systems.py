@@ -64,15 +64,28 @@ def bench_plan(carrier_port: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- CPU
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads), None if it is gone."""
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """(utime, stime) of a process, all its threads, in seconds; None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read().decode(errors="replace")
     except OSError:
         return None
     rest = data[data.rfind(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / _TICK
+    return int(rest[11]) / _TICK, int(rest[12]) / _TICK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    t = cpu_times(pid)
+    return None if t is None else t[0] + t[1]
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores of the machine spent not idle (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICK
 
 
 def comm(pid: int) -> str:
@@ -87,17 +100,29 @@ def comm(pid: int) -> str:
 class CpuSnapshot:
     at: float
     by_group: dict[str, float]
+    user: dict[str, float]
+    system: dict[str, float]
+    machine: float
 
 
 def snapshot(groups: dict[str, list[int]]) -> CpuSnapshot:
-    out = {}
+    user, system = {}, {}
     for name, pids in groups.items():
-        out[name] = sum(cpu_seconds(p) or 0.0 for p in pids)
-    return CpuSnapshot(time.monotonic(), out)
+        times = [t for t in (cpu_times(p) for p in pids) if t is not None]
+        user[name] = sum(t[0] for t in times)
+        system[name] = sum(t[1] for t in times)
+    return CpuSnapshot(time.monotonic(), {k: user[k] + system[k] for k in user}, user, system,
+                       machine_busy())
 
 
 def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
     return {k: round(b.by_group[k] - a.by_group.get(k, 0.0), 3) for k in b.by_group}
+
+
+def cpu_split(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, tuple[float, float]]:
+    """Per group (user, system) seconds between two snapshots."""
+    return {k: (round(b.user[k] - a.user.get(k, 0.0), 3), round(b.system[k] - a.system.get(k, 0.0), 3))
+            for k in b.user}
 
 
 # ---------------------------------------------------------------------------- callee

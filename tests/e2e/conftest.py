@@ -47,12 +47,15 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
+                "announcements": [{"number": "700", "text": "Welcome to Acme.",
+                                   "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
             },
             {
                 "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",
                 "extensions": [{"number": n, "password": PASSWORDS[n]} for n in ("2001", "2002")],
                 "dids": [{"number": "+85230000001", "target": "2001"}],
+                "announcements": [{"number": "700", "text": "欢迎致电环球公司。", "voice": "cmn"}],
                 "outbound": [{"prefix": "9", "trunk": "carrier", "strip": 1}],
             },
         ],
@@ -118,7 +121,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = ()) -> NodeHandle
     fs_port = free_udp_port("127.0.0.1")
     low, high = free_port_range("127.0.0.1", 400)
     plan_path = workdir / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port)))
+    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port), allow_unicode=True))
     proc = ManagedProcess(
         "node",
         [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",

@@ -73,3 +73,55 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     assert "kamailio" not in " ".join(
         Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in descendant_pids()
         if Path(f"/proc/{p}/cmdline").exists())
+
+
+def test_plan_reload_on_sighup_and_bad_plan_refused(tmp_run: Path) -> None:
+    import yaml
+
+    from tests.e2e.conftest import PASSWORDS, start_node
+
+    node = start_node(tmp_run)
+    try:
+        plan_path = tmp_run / "plan.yaml"
+        doc = yaml.safe_load(plan_path.read_text())
+        acme = doc["tenants"][0]
+        # a bad plan (duplicate DID across tenants) is refused; the old one keeps serving
+        bad = yaml.safe_load(plan_path.read_text())
+        bad["tenants"][1]["dids"].append({"number": "+862088880001", "target": "2001"})
+        plan_path.write_text(yaml.safe_dump(bad, allow_unicode=True))
+        offset = node.proc.log_offset()
+        node.proc.signal(signal.SIGHUP)
+        node.proc.wait_for_log(r"refused, still serving version 1: tenants\.dids", 10,
+                               since=offset)
+        old = BaresipPhone(tmp_run / "old", node.account("1003"))
+        old.start()
+        try:
+            old.wait_registered()
+        finally:
+            old.stop()
+        # a new password and a new extension take effect without a restart
+        doc["version"] = 2
+        acme["extensions"][2]["password"] = "a-brand-new-password"
+        acme["extensions"].append({"number": "1004", "password": "password-of-1004"})
+        plan_path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+        offset = node.proc.log_offset()
+        node.proc.signal(signal.SIGHUP)
+        node.proc.wait_for_log(r"plan version 2 applied", 10, since=offset)
+        stale = BaresipPhone(tmp_run / "stale", node.account("1003"))
+        stale.start()
+        try:
+            assert stale.wait_for_event("REGISTER_FAIL")["param"].startswith(("401", "403"))
+        finally:
+            stale.stop()
+        for number, password in (("1003", "a-brand-new-password"),
+                                 ("1004", "password-of-1004")):
+            phone = BaresipPhone(tmp_run / number, Account(
+                user=number, domain="acme.example", password=password, outbound=node.outbound))
+            phone.start()
+            try:
+                phone.wait_registered()
+            finally:
+                phone.stop()
+        assert PASSWORDS["1003"] != "a-brand-new-password"
+    finally:
+        node.proc.stop()

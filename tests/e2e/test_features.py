@@ -166,3 +166,20 @@ def test_caller_cancel_before_answer(node: NodeHandle, phones: Any) -> None:
     bob.wait_for_event("CALL_CLOSED")
     cdr = node.wait_cdr(lambda c: c["callee"] == "1002" and c["disposition"] == "cancelled")
     assert cdr["hangup_side"] == "caller" and cdr["answer"] is None
+
+
+@pytest.mark.parametrize(("number", "domain", "tenant"), [("1001", "acme.example", "acme"),
+                                                        ("2001", "globex.example", "globex")])
+def test_announcement_plays_tts_then_the_node_hangs_up(node: NodeHandle, phones: Any,
+                                                       number: str, domain: str,
+                                                       tenant: str) -> None:
+    caller = phones(node.account(number))
+    call = caller.dial(f"sip:700@{domain}")
+    call.wait_established()
+    closed = call.wait_closed(timeout=20)  # the node sends BYE when the prompt ends
+    assert "peer" in closed["param"].lower() or "bye" in closed["param"].lower(), closed
+    rate, heard = read_wav(caller.recordings("dec")[-1])
+    speech = heard[int(0.2 * rate):]
+    assert len(speech) > rate // 2 and rms(speech) > 300  # speech, not silence
+    cdr = node.wait_cdr(lambda c: c["callee"] == "700" and c["tenant_id"] == tenant)
+    assert (cdr["destination"], cdr["hangup_side"]) == ("announcement:700", "node")
