@@ -21,8 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import capture as cap
+from bench import profile as prof
 from bench import scenarios
-from bench.systems import CARRIER_IP, DID, Callee, System, cpu_delta, cpu_seconds, snapshot
+from bench.systems import (
+    CARRIER_IP,
+    DID,
+    Callee,
+    System,
+    cpu_delta,
+    cpu_seconds,
+    cpu_split,
+    snapshot,
+)
 from tests.harness.procs import ManagedProcess, ProcessError, free_port_range, free_udp_port
 from tests.harness.sipp import Sipp
 
@@ -47,6 +57,12 @@ class LoadResult:
     wire: dict[str, list[float]] = field(default_factory=dict)
     generator_cpu: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    cpu_split_run: dict[str, tuple[float, float]] = field(default_factory=dict)
+    cpu_split_steady: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: cores busy on the machine outside the systems and the load generators (other work)
+    background_cores: float = 0.0
+    #: cores busy on the whole machine during the steady window
+    machine_cores_steady: float = 0.0
 
     # ----------------------------------------------------------- derived
     @property
@@ -133,28 +149,35 @@ def run_load(
             keys=scenarios.uac_keys(uac_rtp, ctl), name="caller", trace_msg=False,
             extra_args=["-trace_rtt", "-rtt_freq", "20", "-recv_timeout", "20000"],
         )
-        before = snapshot(groups)
+        gen_groups = {"callee": [callee.sipp.proc.pid] if callee.sipp.proc else [],
+                      "rtpload": [rtpload.pid]}
+        before, gen_before = snapshot(groups), snapshot(gen_groups)
         uac.start()
         if profile_seconds > 0 and not with_window and hasattr(system, "python_pid"):
-            from bench import profile as prof
             secs = min(profile_seconds, ramp)
             if secs >= 1.0:
                 profile = prof.record(system.python_pid, secs, workdir / "pyspy.txt")
+        # all calls up (and streaming) from ramp + setup until ramp + steady: measure CPU
+        # over that window, then (optionally) profile the rest of it
         steady_start = before.at + ramp + 1.5
         steady_end = before.at + ramp + steady - 0.5
         cpu_steady: dict[str, float] = {}
-        wall_steady = 0.0
+        split_steady: dict[str, tuple[float, float]] = {}
+        wall_steady = machine_steady = 0.0
         if with_window and steady_end - steady_start >= 1.0:
+            window = steady_end - steady_start
+            prof_secs = 0.0
+            if profile_seconds > 0 and hasattr(system, "python_pid"):
+                prof_secs = min(profile_seconds, window / 2)
+                prof_secs = prof_secs if prof_secs >= 1.0 else 0.0
             _sleep_until(steady_start, uac)
             s1 = snapshot(groups)
-            if profile_seconds > 0 and hasattr(system, "python_pid"):
-                from bench import profile as prof
-                secs = min(profile_seconds, steady_end - s1.at - 0.2)
-                if secs >= 1.0:
-                    profile = prof.record(system.python_pid, secs, workdir / "pyspy.txt")
-            _sleep_until(steady_end, uac)
+            _sleep_until(steady_end - prof_secs - (0.3 if prof_secs else 0.0), uac)
             s2 = snapshot(groups)
             cpu_steady, wall_steady = cpu_delta(s1, s2), s2.at - s1.at
+            split_steady, machine_steady = cpu_split(s1, s2), s2.machine - s1.machine
+            if prof_secs:
+                profile = prof.record(system.python_pid, prof_secs, workdir / "pyspy.txt")
         assert uac.proc is not None
         uac_pid = uac.proc.pid
         deadline = before.at + media_seconds + ramp + TAIL + timeout_margin
@@ -163,9 +186,9 @@ def run_load(
             uac_cpu = cpu_seconds(uac_pid) or uac_cpu
             time.sleep(0.05)
         rc = uac.proc.wait(max(1.0, deadline - time.monotonic()))
-        after = snapshot(groups)
+        after, gen_after = snapshot(groups), snapshot(gen_groups)
         sipp_result = uac.result(rc)
-        gen_cpu = {"sipp_caller": uac_cpu}
+        gen_cpu = {"sipp_caller": uac_cpu, **cpu_delta(gen_before, gen_after)}
     except BaseException:
         if uac is not None and uac.proc is not None:
             uac.proc.stop()
@@ -179,8 +202,9 @@ def run_load(
     if not result_path.exists():
         raise ProcessError(f"rtpload wrote no result\n{rtpload.log_tail()}")
     rtp = json.loads(result_path.read_text())
-    gen_cpu["rtpload"] = rtp.get("cpu_s", 0.0)
     wire_t = capture.timings() if capture is not None else {}
+    machine_run = after.machine - before.machine
+    ours = sum(cpu_delta(before, after).values()) + sum(gen_cpu.values())
     return LoadResult(
         system=system.name, label=label, calls=calls, rate=rate, media_seconds=media_seconds,
         sipp={"rc": sipp_result.returncode, "successful": sipp_result.successful,
@@ -188,6 +212,10 @@ def run_load(
               "errors": sipp_result.errors[-2000:]},
         rtp=rtp, cpu_run=cpu_delta(before, after), wall_run=round(after.at - before.at, 3),
         cpu_steady=cpu_steady, wall_steady=round(wall_steady, 3),
+        cpu_split_run=cpu_split(before, after), cpu_split_steady=split_steady,
+        background_cores=round(max(0.0, machine_run - ours) / max(after.at - before.at, 1e-3),
+                               3),
+        machine_cores_steady=round(machine_steady / wall_steady, 3) if wall_steady else 0.0,
         rtd_ms=_read_rtt(workdir), wire=wire_t, generator_cpu=gen_cpu, profile=profile,
     )
 

@@ -79,6 +79,30 @@ def _levels(results: list[LoadResult]) -> list[str]:
     return seen
 
 
+OVERLOAD_LATENCY_MS = 50.0
+
+
+def overloaded(r: LoadResult) -> bool:
+    """Did the system fall behind (queues growing) rather than just use CPU?"""
+    lat = [r.rtp.get(k, {}).get("p99") for k in ("latency_ab_ms", "latency_ba_ms")]
+    return (any(x is not None and x > OVERLOAD_LATENCY_MS for x in lat)
+            or (r.loss_pct or 0.0) >= TARGET_LOSS_PCT or r.failed_pct > 0)
+
+
+def calls_per_core(r: LoadResult) -> float | None:
+    total = r.cpu_per_call_second().get("total")
+    return 1.0 / total if total else None
+
+
+def _groups_text(r: LoadResult, scale: float) -> str:
+    parts = []
+    for k, v in r.cpu_run.items():
+        user, system = r.cpu_split_run.get(k, (0.0, 0.0))
+        share = f" ({100 * user / (user + system):.0f}% user)" if user + system else ""
+        parts.append(f"{k} {v * scale:.2f}{share}")
+    return " + ".join(parts)
+
+
 def _media_rows(results: list[LoadResult]) -> list[list[str]]:
     rows = []
     for label in _levels(results):
@@ -93,16 +117,17 @@ def _media_rows(results: list[LoadResult]) -> list[list[str]]:
             ratio = "-"
             if name == "node" and base is not None and base.cpu_per_call_second()["total"]:
                 ratio = f"{cps['total'] / base.cpu_per_call_second()['total']:.1f}x"
-            groups = " + ".join(f"{k} {v * 1000:.2f}" for k, v in cps.items() if k != "total")
             lat = r.rtp.get("latency_ab_ms", {}), r.rtp.get("latency_ba_ms", {})
-            per_core = (r.calls / cores["total"]) if cores.get("total") else None
+            pps = r.calls * 2 / 0.02  # packets relayed per second with all calls up
+            us_per_packet = cores["total"] / pps * 1e6 if cores.get("total") else None
             rows.append([
-                str(r.calls), name, f"{r.sipp['successful']}/{r.calls}", _f(r.failed_pct, 2),
-                _f(r.loss_pct, 3),
+                str(r.calls), name + (" (overloaded)" if overloaded(r) else ""),
+                f"{r.sipp['successful']}/{r.calls}", _f(r.failed_pct, 2), _f(r.loss_pct, 3),
                 f"{_f(r.rtp.get('loss_ab_pct'), 3)} / {_f(r.rtp.get('loss_ba_pct'), 3)}",
                 f"{_f(lat[0].get('p99'), 1)} / {_f(lat[1].get('p99'), 1)}",
-                f"{cps['total'] * 1000:.2f}", groups,
-                _f(cores.get("total"), 2), _f(per_core, 0), ratio,
+                f"{cps['total'] * 1000:.2f}", _groups_text(r, 1000 / r.call_seconds()),
+                _f(cores.get("total"), 2), _f(us_per_packet, 1), _f(calls_per_core(r), 0),
+                ratio, _f(r.background_cores, 2),
             ])
     return rows
 
@@ -110,7 +135,9 @@ def _media_rows(results: list[LoadResult]) -> list[list[str]]:
 MEDIA_HEADER = ["calls", "system", "completed", "failed %", "RTP loss %",
                 "loss a>b / b>a %", "media latency p99 a>b / b>a ms",
                 "CPU ms per call-s", "by process group (ms per call-s)",
-                "cores, all calls up", "calls per core", "node/baseline CPU"]
+                "cores busy, all calls up", "CPU us per relayed packet",
+                "calls per core (1000 / ms per call-s)", "node/baseline CPU",
+                "other load on the machine (cores)"]
 
 
 def _pdd_rows(results: list[LoadResult]) -> list[list[str]]:
@@ -167,25 +194,30 @@ def verdicts(results: list[LoadResult]) -> list[tuple[str, str, bool | None]]:
         top = _by(results, levels[-1])
         node, base = top.get("node"), top.get("baseline")
         if node is not None:
-            cores = node.steady_cores().get("total")
-            per_core = node.calls / cores if cores else None
+            per_core = calls_per_core(node)
             out.append((f">= {TARGET_CALLS_PER_CORE} calls per core at the node "
-                        f"({node.calls} calls)", f"{_f(per_core, 0)} calls per core "
-                        f"({_f(cores, 2)} cores busy)",
-                        None if per_core is None else per_core >= TARGET_CALLS_PER_CORE))
-            out.append((f"failed calls < {TARGET_FAILED_PCT} %", f"{node.failed_pct:.2f} %",
-                        node.failed_pct < TARGET_FAILED_PCT))
+                        f"(CPU per call-second at {node.calls} calls)",
+                        f"{_f(per_core, 0)} calls per core"
+                        + (" (but overloaded at this level)" if overloaded(node) else ""),
+                        None if per_core is None
+                        else per_core >= TARGET_CALLS_PER_CORE and not overloaded(node)))
+            out.append((f"failed calls < {TARGET_FAILED_PCT} % ({node.calls} calls)",
+                        f"{node.failed_pct:.2f} %", node.failed_pct < TARGET_FAILED_PCT))
             loss = node.loss_pct
-            out.append((f"RTP loss < {TARGET_LOSS_PCT} %", f"{_f(loss, 3)} %",
-                        None if loss is None else loss < TARGET_LOSS_PCT))
+            out.append((f"RTP loss < {TARGET_LOSS_PCT} % ({node.calls} calls)",
+                        f"{_f(loss, 3)} %", None if loss is None else loss < TARGET_LOSS_PCT))
             if base is not None and base.cpu_per_call_second()["total"]:
                 ratio = node.cpu_per_call_second()["total"] / base.cpu_per_call_second()["total"]
-                out.append((f"CPU within {TARGET_CPU_RATIO:g}x of Kamailio + rtpengine",
-                            f"{ratio:.1f}x", ratio <= TARGET_CPU_RATIO))
+                out.append((f"CPU within {TARGET_CPU_RATIO:g}x of Kamailio + rtpengine "
+                            f"({node.calls} calls)", f"{ratio:.1f}x", ratio <= TARGET_CPU_RATIO))
     pdd = _by(results, "pdd").get("node")
     if pdd is not None and pdd.wire.get("added"):
         p99 = percentiles(pdd.wire["added"])["p99"]
-        out.append((f"post-dial delay added p99 < {TARGET_PDD_P99_MS:g} ms at "
+        out.append((f"post-dial delay added by the node p99 < {TARGET_PDD_P99_MS:g} ms at "
+                    f"{pdd.rate:g} calls/s", f"{p99:.1f} ms", p99 < TARGET_PDD_P99_MS))
+    if pdd is not None and pdd.wire.get("fs_invite"):
+        p99 = percentiles(pdd.wire["fs_invite"])["p99"]
+        out.append((f"feature server INVITE in -> out p99 < {TARGET_PDD_P99_MS:g} ms at "
                     f"{pdd.rate:g} calls/s", f"{p99:.1f} ms", p99 < TARGET_PDD_P99_MS))
     return out
 
@@ -222,7 +254,8 @@ def tables(results: list[LoadResult], meta: dict[str, Any]) -> str:
         if "error" in prof:
             parts.append(prof["error"])
         else:
-            parts.append(f"idle (waiting in select): {prof['idle_pct']} % of samples")
+            parts.append(f"event loop thread: {prof['samples']} samples; by area: "
+                         + "; ".join(f"{n} {p}%" for n, p in prof["areas"]))
             parts.append("self:      " + "; ".join(f"{n} {p}%" for n, p in prof["self"][:12]))
             parts.append("inclusive: " + "; ".join(f"{n} {p}%" for n, p in
                                                    prof["inclusive"][:16]))
@@ -261,9 +294,10 @@ def markdown(results: list[LoadResult], meta: dict[str, Any]) -> str:
         if "error" in prof:
             continue
         out += [f"#### Node Python process, py-spy ({prof['label']}, {prof['samples']} "
-                "samples of all threads)", "",
-                f"Idle (waiting in `select`): {prof['idle_pct']} % of samples.", "",
-                "| function (self) | % of samples |", "|---|---|"]
+                "samples of the event loop thread)", "",
+                "| area (first match from the top of the stack) | % of samples |", "|---|---|"]
+        out += [f"| {n} | {p} |" for n, p in prof["areas"]]
+        out += ["", "| function (self) | % of samples |", "|---|---|"]
         out += [f"| `{n}` | {p} |" for n, p in prof["self"][:15]]
         out += ["", "| function (inclusive) | % of samples |", "|---|---|"]
         out += [f"| `{n}` | {p} |" for n, p in prof["inclusive"][:20]]

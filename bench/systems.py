@@ -121,8 +121,8 @@ def cpu_delta(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
 
 def cpu_split(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, tuple[float, float]]:
     """Per group (user, system) seconds between two snapshots."""
-    return {k: (round(b.user[k] - a.user.get(k, 0.0), 3), round(b.system[k] - a.system.get(k, 0.0), 3))
-            for k in b.user}
+    return {k: (round(b.user[k] - a.user.get(k, 0.0), 3),
+                round(b.system[k] - a.system.get(k, 0.0), 3)) for k in b.user}
 
 
 # ---------------------------------------------------------------------------- callee

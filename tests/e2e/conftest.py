@@ -115,7 +115,8 @@ class NodeHandle:
                        outbound=self.outbound, **kw)
 
 
-def start_node(workdir: Path, *, extra_args: tuple[str, ...] = ()) -> NodeHandle:
+def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
+               flood_limit: int = 2000) -> NodeHandle:
     carrier_port = free_port_pair(CARRIER_IP)
     sip_port = free_port_pair("127.0.0.1")
     fs_port = free_udp_port("127.0.0.1")
@@ -126,7 +127,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = ()) -> NodeHandle
         "node",
         [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",
          str(plan_path), "--sip-port", str(sip_port), "--fs-port", str(fs_port),
-         "--rtp-range", f"{low}-{high}", "--flood-limit", "2000", "--ring-timeout", "20",
+         "--rtp-range", f"{low}-{high}", "--flood-limit", str(flood_limit), "--ring-timeout", "20",
          *extra_args],
         workdir, cwd=Path(__file__).resolve().parents[2], long_lived=True,
     ).start()

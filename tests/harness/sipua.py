@@ -169,12 +169,14 @@ class SipUa:
         req.headers.add("Expires", "300")
         return self._authed(req)[1]
 
-    def call(self, number: str) -> UaCall:
+    def call(self, number: str, headers: tuple[tuple[str, str], ...] = ()) -> UaCall:
         port = self.rtp.getsockname()[1]
         sdp = make_offer(self.local[0], port, session_id=1, version=1).to_bytes()
         req = self._new_request("INVITE", f"sip:{number}@{self.domain}",
                                 to=f"<sip:{number}@{self.domain}>", body=sdp,
                                 ctype="application/sdp")
+        for name, value in headers:
+            req.headers.add(name, value)
         req, resp = self._authed(req)
         if not 200 <= resp.status < 300:
             raise UaError(f"call to {number} failed: {resp.status}")
