@@ -177,6 +177,10 @@ class Node:
                 log.warning("dropping SIP message to unresolved host %s", addr[0])
 
     def _flush(self) -> None:
+        while self.core.errors:
+            exc = self.core.errors.pop(0)
+            log.error("call control error (answered 500, still serving)",
+                      exc_info=(type(exc), exc, exc.__traceback__))
         self._send_sip()
         for cmd in self.core.commands():
             if isinstance(cmd, WriteCdr):

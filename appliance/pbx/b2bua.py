@@ -271,6 +271,7 @@ class B2bua:
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, seq, kind, leg id)
         self._seq = itertools.count()
         self.calls: dict[str, Call] = {}
+        self.errors: list[Exception] = []  # our own bugs met while serving; the edge logs them
 
     # ----------------------------------------------------------------- outputs
 
@@ -337,6 +338,9 @@ class B2bua:
                     self._dispatch(ev, now)
                 except (SipError, DialogError) as exc:  # the peer's fault: keep serving
                     self._protocol_error(ev, exc, now)
+                except Exception as exc:  # our fault: answer 500, keep serving, report
+                    self.errors.append(exc)
+                    self._protocol_error(ev, SipError("internal error"), now, status=500)
 
     def _dispatch(self, ev: object, now: float) -> None:
         if isinstance(ev, RequestReceived):
@@ -352,12 +356,16 @@ class B2bua:
         elif isinstance(ev, TransactionTimedOut):
             self._on_timeout(ev.key, now)
 
-    def _protocol_error(self, ev: object, exc: Exception, now: float) -> None:
+    def _protocol_error(self, ev: object, exc: Exception, now: float,
+                        status: int | None = None) -> None:
         if isinstance(ev, RequestReceived) and ev.request.method != "ACK":
-            status = getattr(exc, "status", 400)
+            code: int = status or getattr(exc, "status", 400) or 400
             reason = getattr(exc, "reason", None) or None
-            self._respond(ev.key, ev.request, status if 400 <= status < 700 else 400, reason,
-                          now)
+            try:
+                self._respond(ev.key, ev.request, code if 400 <= code < 700 else 400, reason,
+                              now)
+            except SipError:
+                pass  # the transaction already has its final response
 
     # ----------------------------------------------------------------- requests
 
@@ -669,10 +677,10 @@ class B2bua:
         if status < 200:
             if status > 100 and b.state == "calling":
                 b.state = "ringing"
-                if a is not None and a.role == "a" and a.state == "calling":
+                if (a is not None and a.role == "a" and a.state == "calling"
+                        and a.invite is not None and a.server_key is not None):
                     a.state = "ringing"
-                    self._respond(a.server_key or "", a.invite, 180, None, now,  # type: ignore[arg-type]
-                                  to_tag=a.local_tag)
+                    self._respond(a.server_key, a.invite, 180, None, now, to_tag=a.local_tag)
             return
         if 200 <= status < 300:
             self._on_b_answered(b, resp, now)

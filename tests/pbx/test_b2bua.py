@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from appliance.pbx.b2bua import (
     B2bua,
     BridgeMedia,
@@ -185,3 +187,25 @@ def test_no_sdp_offer_gets_488() -> None:
     c = core()
     c.receive(invite("sip:95001@127.0.0.1", "trunk;name=carrier", body=False), EDGE, 1.0)
     assert [r.status for r in responses(c)] == [488]
+
+
+def test_a_bug_in_call_control_answers_500_and_keeps_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = core()
+
+    def broken(*_: Any) -> Any:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(Plan, "route", broken)
+    c.receive(invite("sip:95001@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    assert [r.status for r in responses(c)] == [500]
+    assert len(c.errors) == 1 and isinstance(c.errors[0], KeyError)
+    options = (
+        b"OPTIONS sip:127.0.0.1:5080 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-opt\r\nMax-Forwards: 70\r\n"
+        b"From: <sip:x@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt\r\n"
+        b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    c.receive(options, EDGE, 2.0)
+    assert [r.status for r in responses(c)] == [200]
