@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import uvloop
 import yaml
 
 from appliance.node import Node, NodeConfig
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests per 2 s one source address may send before a ban")
     parser.add_argument("--record", action="store_true", help="record every bridged call")
     parser.add_argument("--ring-timeout", type=float, default=60.0)
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop (uvloop relays RTP at about half the CPU)")
     args = parser.parse_args(argv)
     low, _, high = args.rtp_range.partition("-")
     overrides = {
@@ -188,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(run(args.run_dir.resolve(), overrides, args.plan))
+        if args.loop == "uvloop":
+            uvloop.run(run(args.run_dir.resolve(), overrides, args.plan))
+        else:
+            asyncio.run(run(args.run_dir.resolve(), overrides, args.plan))
     except PlanError as exc:
         print(f"error: invalid plan: {exc}", file=sys.stderr)
         return 2

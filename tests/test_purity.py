@@ -24,6 +24,7 @@ PURE_MODULES = [
     "appliance/media/jitter.py",
     "appliance/media/mixer.py",
     "appliance/media/wav.py",
+    "appliance/media/tones.py",
     "appliance/plan.py",
 ]
 
@@ -36,6 +37,8 @@ FORBIDDEN_MODULES = (
     "appliance.edge",
     "appliance.media.endpoint",
     "appliance.media.tts",
+    "appliance.media.plane",
+    "appliance.node",
 )
 # Clock reads: time is passed in as `now`.
 FORBIDDEN_CALLS = (
