@@ -20,7 +20,8 @@ from typing import TextIO
 from appliance.cdr import CdrStore
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.media.plane import MediaPlane
-from appliance.pbx.b2bua import B2bua, PortAllocator, TraceEvent, WriteCdr
+from appliance.media.ports import PortPool
+from appliance.pbx.b2bua import B2bua, TraceEvent, WriteCdr
 from appliance.plan import Plan
 
 log = logging.getLogger("branchline.node")
@@ -88,7 +89,7 @@ class Node:
         self.core = B2bua(
             plan=plan, local_ip="127.0.0.1", local_port=cfg.fs_port,
             edge=(cfg.sip_host, cfg.sip_port), media_ip=cfg.media_ip,
-            ports=PortAllocator(cfg.rtp_low, cfg.rtp_high),
+            ports=PortPool(cfg.rtp_low, cfg.rtp_high),
             wall_offset=time.time() - time.monotonic(), ring_timeout=cfg.ring_timeout,
         )
         self.cdrs: CdrStore | None = None

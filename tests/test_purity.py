@@ -25,6 +25,7 @@ PURE_MODULES = [
     "appliance/media/mixer.py",
     "appliance/media/wav.py",
     "appliance/media/tones.py",
+    "appliance/media/ports.py",
     "appliance/plan.py",
 ]
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
+from appliance.media.ports import PortPool, PortPoolExhausted
 from appliance.pbx.record import Cdr
 from appliance.plan import Origin, Plan, Route, Tenant
 from appliance.sip.dialog import Dialog, DialogError, DialogSet
@@ -158,30 +159,6 @@ _DISPOSITIONS = {
 _DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
-class PortAllocator:
-    """Even RTP ports from a range (pure bookkeeping; the edge binds them)."""
-
-    def __init__(self, low: int, high: int) -> None:
-        self._free = list(range(high - (high % 2) - 2, low - 1, -2))
-        self._used: set[int] = set()
-
-    def allocate(self) -> int | None:
-        if not self._free:
-            return None
-        port = self._free.pop()
-        self._used.add(port)
-        return port
-
-    def release(self, port: int) -> None:
-        if port in self._used:
-            self._used.remove(port)
-            self._free.append(port)
-
-    @property
-    def in_use(self) -> int:
-        return len(self._used)
-
-
 # --------------------------------------------------------------------------- state
 
 
@@ -246,7 +223,7 @@ class B2bua:
         local_port: int,
         edge: Addr,
         media_ip: str,
-        ports: PortAllocator,
+        ports: PortPool,
         wall_offset: float = 0.0,
         ring_timeout: float = 60.0,
         token: Callable[[int], str] = secrets.token_hex,
@@ -827,8 +804,9 @@ class B2bua:
         return leg
 
     def _open_media(self, leg: Leg) -> bool:
-        port = self.ports.allocate()
-        if port is None:
+        try:
+            port = self.ports.allocate()
+        except PortPoolExhausted:
             return False
         leg.port = port
         self._commands.append(OpenMedia(leg.id, port, leg.call.tenant_id))

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
+from appliance.media.ports import PortPool
 from appliance.pbx.b2bua import (
     B2bua,
     BridgeMedia,
     CloseMedia,
     ConfigureMedia,
     OpenMedia,
-    PortAllocator,
     SendDtmf,
     StartEcho,
     TraceEvent,
@@ -30,7 +30,7 @@ FS = ("127.0.0.1", 5080)
 
 def core() -> B2bua:
     return B2bua(plan=Plan.from_dict(copy.deepcopy(DOC)), local_ip=FS[0], local_port=FS[1],
-                 edge=EDGE, media_ip="127.0.0.1", ports=PortAllocator(30000, 30100),
+                 edge=EDGE, media_ip="127.0.0.1", ports=PortPool(30000, 30100),
                  wall_offset=1_700_000_000.0)
 
 
