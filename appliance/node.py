@@ -109,6 +109,7 @@ class Node:
             ip=self.cfg.media_ip,
             on_dtmf=self._on_media_dtmf,
             on_playback_done=self._on_playback_done,
+            on_failure=self._on_media_failure,
             recordings_dir=self.cfg.recordings_dir if self.cfg.record_calls else None,
             cache_dir=self.cfg.run_dir / "tts-cache",
         )
@@ -161,6 +162,10 @@ class Node:
 
     def _on_media_dtmf(self, leg: str, digit: str, method: str) -> None:
         self.core.media_dtmf(leg, digit, method, time.monotonic())
+        self._flush()
+
+    def _on_media_failure(self, leg: str) -> None:
+        self.core.media_failed(leg, time.monotonic())
         self._flush()
 
     def _on_playback_done(self, leg: str) -> None:

@@ -5,7 +5,8 @@ Phases (each on both systems, node first, interleaved so background load hits bo
 1. media: for each level N (default 50, 100, 200), N concurrent two-way G.711 calls,
    set up at ``--setup-rate`` calls/s, all up together for ``--steady`` seconds;
 2. pdd: ``--pdd-calls`` calls at ``--pdd-rate`` calls/s (default 20/s), each with
-   ``--pdd-media`` s of media, SIP captured on loopback for per-hop delays;
+   ``--pdd-media`` s of media, SIP captured on loopback for per-hop delays; then the same
+   without media (is the delay SIP processing, or the media sharing the event loop?);
 3. signalling: ``--sig-calls`` calls without media at ``--setup-rate``: CPU per call set up
    and torn down.
 
@@ -43,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pdd-media", type=float, default=5.0, help="media seconds per PDD call")
     p.add_argument("--sig-calls", type=int, default=200)
     p.add_argument("--systems", default="node,baseline")
+    p.add_argument("--node-loop", choices=("uvloop", "asyncio"),
+                   help="the node's event loop (appliance.demo --loop; default: its default)")
+    p.add_argument("--no-pdd-idle", action="store_true",
+                   help="skip the PDD run without media (tells media load from SIP cost)")
     p.add_argument("--profile", type=float, default=8.0,
                    help="seconds of py-spy sampling of the node at the largest level and "
                         "in the signalling phase (0: off; skipped without py-spy)")
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.system_list:
             s: System
             if name == "node":
-                s = NodeSystem(workdir / "node", rtp_ports=rtp_ports)
+                s = NodeSystem(workdir / "node", rtp_ports=rtp_ports, loop=args.node_loop)
             else:
                 s = BaselineSystem(workdir / "baseline", rtp_ports=rtp_ports)
             s.start(callee)  # type: ignore[attr-defined]
@@ -111,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             r = run_load(s, callee, workdir / f"{s.name}-pdd", label="pdd",
                          calls=args.pdd_calls, rate=args.pdd_rate,
                          media_seconds=args.pdd_media, wire=wire)
+            results.append(r)
+            print(report.one_line(r), flush=True)
+        for s in systems if not args.no_pdd_idle else []:
+            r = run_load(s, callee, workdir / f"{s.name}-pdd-nomedia", label="pdd, no media",
+                         calls=args.pdd_calls, rate=args.pdd_rate, media_seconds=0.0, wire=wire)
             results.append(r)
             print(report.one_line(r), flush=True)
         for s in systems:

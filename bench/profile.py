@@ -49,10 +49,13 @@ def _frame_name(frame: str) -> str:
 # (so the SIP stack inside a datagram callback counts as SIP, not as "receive").
 _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("idle: waiting in epoll", ("EpollSelector.select",)),
+    # uvloop runs the loop in C: with only Runner.run on the stack the thread is either
+    # idle in epoll_wait or in libuv/uvloop C code (recvmsg, dispatch) between callbacks
+    ("uvloop C code or idle (only Runner.run on the stack)", ("@uvloop-top",)),
     ("RTP stats (RtpStats.update)", ("RtpStats.update",)),
-    ("RTP send: transport.sendto (asyncio + syscall)", ("_SelectorDatagramTransport.sendto",)),
-    ("RTP relay code (relay, _Direction.audio)", ("RtpEndpoint.relay", "_Direction.audio",
-                                                 "_Direction.event", "Echo._audio")),
+    ("RTP send: asyncio transport.sendto + syscall", ("_SelectorDatagramTransport.sendto",)),
+    ("RTP relay: relay(), _Direction.audio (+ the sendto syscall under uvloop, C)", (
+        "RtpEndpoint.relay", "_Direction.audio", "_Direction.event", "Echo._audio")),
     ("RTP receive code (_on_rtp, datagram_received)", ("RtpEndpoint._on_rtp",
                                                        "_Protocol.datagram_received")),
     ("RTCP", ("RtpEndpoint._send_rtcp", "RtpEndpoint._on_rtcp")),
@@ -73,6 +76,8 @@ _AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def _area(frames: list[str]) -> str:
+    if frames[-1].startswith("Runner.run"):
+        return _AREAS[1][0]
     for name, keys in _AREAS:
         for frame in reversed(frames):
             if any(frame.startswith(k) for k in keys):
@@ -97,7 +102,7 @@ def summarise(raw: str, top: int = 20) -> dict[str, Any]:
             continue
         frames = [_frame_name(f) for f in stack.split(";") if f and not f.startswith("process ")
                   and not f.startswith("thread ")]
-        if not any(f.startswith("BaseEventLoop.run_forever") for f in frames):
+        if not any(f.startswith(("BaseEventLoop.run_forever", "Runner.run")) for f in frames):
             continue  # not the event loop thread (e.g. asyncio's child watcher)
         total += count
         leaf = frames[-1]
@@ -115,10 +120,11 @@ def summarise(raw: str, top: int = 20) -> dict[str, Any]:
         return round(100.0 * c / total, 1)
 
     skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run (", "Runner.run",
+            "Runner.run", "BaseEventLoop._run_once",
             "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever")
     return {
         "samples": total,
-        "idle_pct": pct(idle),
+        "idle_pct": pct(idle),  # asyncio only: uvloop's idle time is not separable
         "areas": [(name, pct(c)) for name, c in areas.most_common()],
         "self": [(name, pct(c)) for name, c in self_counts.most_common(top)],
         "inclusive": [(name, pct(c)) for name, c in incl_counts.most_common(top + 12)

@@ -48,9 +48,21 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "kamailio": _version(["kamailio", "-v"], r"version: kamailio ([\w.\-]+)"),
         "rtpengine": _version(["rtpengine", "--version"], r"Version: (\S+)"),
-        "sipp": _version(["sipp", "-v"], r"SIPp (v[\w.\-]+)"),
+        "sipp": _version(["sipp", "-v"], r"SIPp (v[\w.\-]+)").rstrip("."),
         "loadavg_start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "commit": _git(["rev-parse", "--short", "HEAD"]),
+        "uncommitted_node_files": len([x for x in _git(["status", "--porcelain", "appliance"])
+                                       .splitlines() if x.strip()]),
     }
+
+
+def _git(args: list[str]) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parents[1])
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return out.stdout.strip() if out.returncode == 0 else "?"
 
 
 def _f(x: float | None, nd: int = 2) -> str:
@@ -142,7 +154,8 @@ MEDIA_HEADER = ["calls", "system", "completed", "failed %", "RTP loss %",
 
 def _pdd_rows(results: list[LoadResult]) -> list[list[str]]:
     rows = []
-    for name, r in _by(results, "pdd").items():
+    for r in (r for r in results if r.label.startswith("pdd")):
+        name = r.system + ("" if r.label == "pdd" else f" ({r.label[5:]})")
         w = r.wire
         pdd = percentiles(w.get("pdd", []))
         added = percentiles(w.get("added", []))
@@ -150,7 +163,7 @@ def _pdd_rows(results: list[LoadResult]) -> list[list[str]]:
         fs = percentiles(w.get("fs_invite", []))
         rtd = percentiles(r.rtd_ms)
         rows.append([
-            name, f"{r.rate:g}", f"{r.sipp['successful']}/{r.calls}",
+            name, f"{r.rate:g}", f"{r.media_seconds:g}", f"{r.sipp['successful']}/{r.calls}",
             f"{_f(pdd.get('p50'))} / {_f(pdd.get('p99'))}",
             f"{_f(added.get('p50'))} / {_f(added.get('p99'))}",
             f"{_f(inv.get('p50'))} / {_f(inv.get('p99'))}",
@@ -160,7 +173,7 @@ def _pdd_rows(results: list[LoadResult]) -> list[list[str]]:
     return rows
 
 
-PDD_HEADER = ["system", "calls/s", "completed", "PDD on the wire p50 / p99 ms",
+PDD_HEADER = ["system", "calls/s", "media s per call", "completed", "PDD on the wire p50 / p99 ms",
               "added by system (INVITE + 180 paths) p50 / p99 ms",
               "INVITE path p50 / p99 ms", "feature server INVITE in->out p50 / p99 ms",
               "SIPp INVITE->180 p50 / p99 ms (1 ms ticks)"]
@@ -277,11 +290,17 @@ def markdown(results: list[LoadResult], meta: dict[str, Any]) -> str:
         f"- Machine: {m['nproc']} x {m['cpu_model']}, Linux {m['kernel']}, Python "
         f"{m['python']}; Kamailio {m['kamailio']}, rtpengine {m['rtpengine']} (userspace, "
         f"`--table=-1`), SIPp {m['sipp']}. Load average when the run started: "
-        f"{m['loadavg_start']}.",
+        f"{m['loadavg_start']}. Node code: commit {m.get('commit', '?')}"
+        + (f" with {m['uncommitted_node_files']} uncommitted file(s) under appliance/"
+           if m.get("uncommitted_node_files") else "")
+        + (f", event loop `{a['node_loop']}`" if a.get("node_loop") else
+           ", the node's default event loop") + ".",
         f"- Command: `{meta['command'].strip()}`; levels {a['level_list']} calls set up at "
         f"{a['setup_rate']:g} calls/s, all up together for {a['steady']:g} s; PDD: "
         f"{a['pdd_calls']} calls at {a['pdd_rate']:g} calls/s with {a['pdd_media']:g} s of "
-        f"media each; signalling: {a['sig_calls']} calls without media.",
+        f"media each (and again without media); signalling: {a['sig_calls']} calls "
+        "without media. \"Other load\" is CPU used on the machine outside the systems under "
+        "test and the load generators (other jobs sharing it).",
     ]
     if meta.get("cdrs"):
         out.append(f"- Node CDRs after the run: {meta['cdrs']}.")

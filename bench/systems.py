@@ -171,10 +171,12 @@ class System:
 
 
 class NodeSystem(System):
-    def __init__(self, workdir: Path, *, rtp_ports: int = 4000, record: bool = False) -> None:
+    def __init__(self, workdir: Path, *, rtp_ports: int = 4000, record: bool = False,
+                 loop: str | None = None) -> None:
         super().__init__("node", workdir)
         self.rtp_ports = rtp_ports
         self.record = record
+        self.loop = loop  # the node's --loop (None: its default)
         self.manifest: dict[str, Any] = {}
         self.fs_port = 0
 
@@ -192,6 +194,8 @@ class NodeSystem(System):
                 "--flood-limit", "100000", "--ring-timeout", "30"]
         if self.record:
             argv.append("--record")
+        if self.loop:
+            argv += ["--loop", self.loop]
         proc = ManagedProcess("node", argv, self.workdir, cwd=REPO, long_lived=True).start()
         self.procs.append(proc)
         manifest_path = self.workdir / "demo.json"

@@ -126,6 +126,22 @@ class _Protocol(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
 
+def _udp_socket(ip: str, port: int, buffer: int | None) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(ip, port)`` (raises OSError)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if buffer:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _LocalSource:
     """The key under which an endpoint's own generated media is relayed."""
 
@@ -155,6 +171,8 @@ class RtpEndpoint:
         self.port = 0
         self.rtcp_port: int | None = None
         self._pool: PortPool | None = None
+        self._socks: list[socket.socket] = []
+        self.attached: asyncio.Task[None] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._protocols: list[_Protocol] = []
@@ -252,46 +270,95 @@ class RtpEndpoint:
             rtcp_interval=rtcp_interval,
         )
         if pool is not None:
-            attempts = max(1, pool.available)
-            for _ in range(attempts):
+            for _ in range(max(1, pool.available)):
                 candidate = pool.allocate()
                 try:
-                    await ep._bind(candidate, rtcp, socket_buffer)
+                    ep._bind_now(candidate, rtcp, socket_buffer)
                 except OSError:
                     pool.release(candidate)
-                    await ep._close_transports()
                     continue
                 ep._pool = pool
                 break
             else:
                 raise PortPoolExhausted(f"no bindable port in {pool.low}-{pool.high}")
         else:
-            await ep._bind(port or 0, rtcp, socket_buffer)
+            ep._bind_now(port or 0, rtcp, socket_buffer)
         if inband_dtmf:
             ep.enable_inband_dtmf(True)
+        assert ep.attached is not None
+        await ep.attached
         return ep
 
-    async def _bind(self, port: int, rtcp: bool, socket_buffer: int | None) -> None:
-        proto = _Protocol(self._on_rtp, self)
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: proto, local_addr=(self.local_ip, port)
+    @classmethod
+    def bind(
+        cls,
+        local_ip: str,
+        port: int,
+        *,
+        rtcp: bool = True,
+        latching: bool = False,
+        tenant_id: str | None = None,
+        rtcp_interval: float = 5.0,
+        socket_buffer: int | None = 1 << 18,
+    ) -> RtpEndpoint:
+        """Bind ``port`` (and ``port + 1`` for RTCP) now, synchronously; raises OSError.
+
+        The sockets join the event loop in the background (``attached``); packets that
+        arrive before then wait in the socket, so handlers and bridges set up right
+        after ``bind`` see every packet.
+        """
+        ep = cls(
+            asyncio.get_running_loop(),
+            local_ip,
+            tenant_id=tenant_id,
+            latching=latching,
+            ssrc=None,
+            cname=None,
+            rtcp_interval=rtcp_interval,
         )
-        self._transport = transport
-        self._protocols.append(proto)
-        self.port = transport.get_extra_info("sockname")[1]
-        if socket_buffer:
-            sock = transport.get_extra_info("socket")
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, socket_buffer)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, socket_buffer)
+        ep._bind_now(port, rtcp, socket_buffer)
+        return ep
+
+    def _bind_now(self, port: int, rtcp: bool, socket_buffer: int | None) -> None:
+        socks = [_udp_socket(self.local_ip, port, socket_buffer)]
+        self.port = socks[0].getsockname()[1]
         if rtcp:
-            rproto = _Protocol(self._on_rtcp, self)
-            rtransport, _ = await self._loop.create_datagram_endpoint(
-                lambda: rproto, local_addr=(self.local_ip, self.port + 1 if port else 0)
+            try:
+                socks.append(_udp_socket(self.local_ip, self.port + 1 if port else 0, None))
+            except OSError:
+                socks[0].close()
+                raise
+            self.rtcp_port = socks[1].getsockname()[1]
+        self._socks = socks
+        self.attached = self._loop.create_task(self._attach())
+
+    async def _attach(self) -> None:
+        socks = self._socks
+        proto = _Protocol(self._on_rtp, self)
+        try:
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: proto, sock=socks[0]
             )
-            self._rtcp_transport = rtransport
-            self._protocols.append(rproto)
-            self.rtcp_port = rtransport.get_extra_info("sockname")[1]
+            self._transport = transport
+            self._protocols.append(proto)
+            if len(socks) > 1:
+                rproto = _Protocol(self._on_rtcp, self)
+                rtransport, _ = await self._loop.create_datagram_endpoint(
+                    lambda: rproto, sock=socks[1]
+                )
+                self._rtcp_transport = rtransport
+                self._protocols.append(rproto)
+        except BaseException:
+            for sock in socks:
+                sock.close()
+            raise
+        if self.closed:  # closed while attaching
+            for attached in (self._transport, self._rtcp_transport):
+                if attached is not None:
+                    attached.close()
+            return
+        if self.remote_rtcp is not None and self._rtcp_timer is None:
+            self._schedule_rtcp()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -315,17 +382,14 @@ class RtpEndpoint:
         for transport in (self._transport, self._rtcp_transport):
             if transport is not None:
                 transport.close()
+        if self.attached is not None and not self.attached.done():
+            pass  # _attach finds `closed` set and closes what it attached
+        elif self._transport is None:
+            for sock in self._socks:  # bound, never attached
+                sock.close()
         if self._pool is not None:
             self._pool.release(self.port)
             self._pool = None
-
-    async def _close_transports(self) -> None:
-        for transport in (self._transport, self._rtcp_transport):
-            if transport is not None:
-                transport.close()
-        await asyncio.gather(*(p.closed for p in self._protocols))
-        self._transport = self._rtcp_transport = None
-        self._protocols.clear()
 
     async def aclose(self) -> None:
         """``close()`` and wait until the sockets are released."""
@@ -556,7 +620,10 @@ class RtpEndpoint:
             + payload
         )
         try:
-            self._transport.sendto(packet, self.remote)  # type: ignore[union-attr]
+            if self._transport is not None:
+                self._transport.sendto(packet, self.remote)
+            else:  # bound but not attached to the loop yet
+                self._socks[0].sendto(packet, self.remote)  # type: ignore[arg-type]
         except OSError:
             self.socket_errors += 1
             return False

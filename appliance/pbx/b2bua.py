@@ -243,6 +243,7 @@ class B2bua:
         self._leg_by_dialog: dict[tuple[str, str, str], Leg] = {}
         self._leg_by_server: dict[str, Leg] = {}
         self._leg_by_client: dict[str, Leg] = {}
+        self._reinvites: dict[str, Leg] = {}  # our in-flight re-INVITEs
         self._legs: dict[str, Leg] = {}
         self._commands: list[Command] = []
         self._timers: list[tuple[float, int, str, str]] = []  # (deadline, seq, kind, leg id)
@@ -296,6 +297,22 @@ class B2bua:
         leg = self._legs.get(leg_id)
         if leg is not None:
             self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
+
+    def media_failed(self, leg_id: str, now: float) -> None:
+        """The media plane could not serve a leg (its RTP port could not be bound):
+        the call cannot carry audio, so it is released (503 if not yet answered)."""
+        leg = self._legs.get(leg_id)
+        if leg is None:
+            return
+        self._trace(leg.call, "media_failed", leg=leg.id)
+        for x in list(leg.call.legs):
+            if x.state != "ended":
+                x.peer = None
+                if x.role == "a" and x.state in ("calling", "ringing"):
+                    self._fail_a(x, 503, now, "Media Unavailable")
+                else:
+                    x.call.hangup_side = x.call.hangup_side or "node"
+                    self._hang_up(x, now)
 
     def playback_finished(self, leg_id: str, now: float) -> None:
         leg = self._legs.get(leg_id)
@@ -641,12 +658,17 @@ class B2bua:
         if leg is not None:
             self._on_invite_response(leg, resp, now)
             return
-        leg = next((x for x in self._legs.values() if x.reinvite_key == key), None)
+        leg = self._reinvites.get(key)
         if leg is not None and resp.status >= 200:
+            del self._reinvites[key]
             leg.reinvite_key = None
             if 200 <= resp.status < 300 and leg.dialog is not None:
                 self.layer.send_stateless(leg.dialog.create_ack(resp), self._next_hop(leg.dialog))
                 self._on_reinvite_answer(leg, resp)
+            if leg.pending_reinvite is not None and leg.state == "up":
+                # the other side changed direction again while ours was in flight
+                direction, leg.pending_reinvite = leg.pending_reinvite, None
+                self._reinvite(leg, direction, now)
 
     def _on_invite_response(self, b: Leg, resp: Response, now: float) -> None:
         status = resp.status
@@ -759,6 +781,13 @@ class B2bua:
             self._hang_up(b, now)
 
     def _on_timeout(self, key: str, now: float) -> None:
+        stuck = self._reinvites.pop(key, None)
+        if stuck is not None:  # the peer never answered our re-INVITE: it is gone
+            stuck.reinvite_key = None
+            stuck.call.hangup_side = stuck.call.hangup_side or "node"
+            self._send_bye(stuck, now)
+            self._on_bye(stuck, now)  # releases the other side too
+            return
         leg = self._leg_by_client.get(key)
         if leg is not None and leg.state in ("calling", "ringing"):
             self._on_invite_response(leg, Response(408, "Request Timeout"), now)
@@ -888,6 +917,7 @@ class B2bua:
         req = leg.dialog.create_request("INVITE", body=offer.to_bytes(),
                                         content_type="application/sdp")
         leg.reinvite_key = self.layer.send_request(req, self._next_hop(leg.dialog), now)
+        self._reinvites[leg.reinvite_key] = leg
         leg.direction = direction
 
     def _on_reinvite_answer(self, leg: Leg, resp: Response) -> None:
@@ -905,6 +935,7 @@ class B2bua:
             return
         leg.state = "ended"
         leg.pending_2xx = None
+        self._reinvites.pop(leg.reinvite_key or "", None)
         if leg.dialog is not None:
             leg.dialog.terminate()
             self.dialogs.remove(leg.dialog.dialog_id)

@@ -209,3 +209,94 @@ def test_a_bug_in_call_control_answers_500_and_keeps_serving(
     )
     c.receive(options, EDGE, 2.0)
     assert [r.status for r in responses(c)] == [200]
+
+
+def test_media_failure_releases_the_call_with_503() -> None:
+    c = core()
+    c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    msgs, cmds = drain(c)
+    b_invite = next(m for m, _ in msgs if isinstance(m, Request))
+    a_leg = next(x.leg for x in cmds if isinstance(x, OpenMedia))
+    c.media_failed(a_leg, 1.1)
+    msgs, cmds = drain(c)
+    assert [m.status for m, _ in msgs if isinstance(m, Response)] == [503]
+    # the B leg's CANCEL waits for its first provisional response (RFC 3261 9.1)
+    assert not any(isinstance(m, Request) for m, _ in msgs) and c.active_calls == 1
+
+    def reply(status: str) -> bytes:
+        return (
+            f"SIP/2.0 {status}\r\n"
+            f"Via: {b_invite.headers.get('Via')}\r\n"
+            f"From: {b_invite.headers.get('From')}\r\n"
+            f"To: {b_invite.headers.get('To')};tag=phone\r\n"
+            f"Call-ID: {b_invite.call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    c.receive(reply("180 Ringing"), EDGE, 1.2)
+    msgs, _ = drain(c)
+    assert [m.method for m, _ in msgs if isinstance(m, Request)] == ["CANCEL"]
+    c.receive(reply("487 Request Terminated"), EDGE, 1.3)
+    _, cmds = drain(c)
+    [cdr] = [x.cdr for x in cmds if isinstance(x, WriteCdr)]
+    assert (cdr.sip_status, cdr.disposition) == (503, "failed") and c.active_calls == 0
+
+
+def answered(c: B2bua) -> tuple[Request, Response]:
+    """A trunk call to 1001, answered by the phone: (our INVITE to 1001, our 200 to A)."""
+    c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    msgs, _ = drain(c)
+    b_invite = next(m for m, _ in msgs if isinstance(m, Request))
+    answer = make_offer("127.0.0.8", 41000, session_id=2, version=1).to_bytes()
+    c.receive((
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {b_invite.headers.get('Via')}\r\nFrom: {b_invite.headers.get('From')}\r\n"
+        f"To: {b_invite.headers.get('To')};tag=phone\r\nCall-ID: {b_invite.call_id}\r\n"
+        "CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n"
+        "Contact: <sip:1001@127.0.0.1:7000>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n"
+        f"Content-Length: {len(answer)}\r\n\r\n").encode() + answer, EDGE, 2.0)
+    msgs, _ = drain(c)
+    ok = next(m for m, _ in msgs if isinstance(m, Response) and m.status == 200)
+    return b_invite, ok
+
+
+def reinvite_from_caller(ok: Response, cseq: int, direction: str) -> bytes:
+    sdp = make_offer("127.0.0.9", 40000, direction=direction, session_id=1,
+                     version=cseq).to_bytes()
+    return (
+        "INVITE sip:b2bua@127.0.0.1:5080 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-re{cseq}\r\nMax-Forwards: 69\r\n"
+        "From: <sip:+8613800000000@127.0.0.2>;tag=caller\r\n"
+        f"To: {ok.headers.get('To')}\r\nCall-ID: c1\r\nCSeq: {cseq} INVITE\r\n"
+        "Contact: <sip:caller@127.0.0.2:5062>\r\nContent-Type: application/sdp\r\n"
+        f"Content-Length: {len(sdp)}\r\n\r\n").encode() + sdp
+
+
+def test_hold_then_quick_resume_reaches_the_other_side_in_order() -> None:
+    """A resume that arrives while our hold re-INVITE to the other side is still in
+    flight is sent once that one completes (regression: it used to be lost)."""
+    c = core()
+    _, ok = answered(c)
+    c.receive(reinvite_from_caller(ok, 2, "sendonly"), EDGE, 3.0)
+    msgs, cmds = drain(c)
+    hold = [m for m, _ in msgs if isinstance(m, Request) and m.method == "INVITE"]
+    assert len(hold) == 1 and b"a=sendonly" in hold[0].body
+    conf = [x for x in cmds if isinstance(x, ConfigureMedia)]
+    assert conf and conf[-1].direction == "recvonly"  # nothing is sent towards the holder
+    c.receive(reinvite_from_caller(ok, 3, "sendrecv"), EDGE, 3.01)
+    msgs, _ = drain(c)
+    assert not [m for m, _ in msgs if isinstance(m, Request) and m.method == "INVITE"]
+    # the phone answers the hold; the resume follows
+    answer = make_offer("127.0.0.8", 41000, direction="recvonly", session_id=2,
+                        version=2).to_bytes()
+    h = hold[0]
+    c.receive((
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {h.headers.get('Via')}\r\nFrom: {h.headers.get('From')}\r\n"
+        f"To: {h.headers.get('To')}\r\nCall-ID: {h.call_id}\r\nCSeq: {h.headers.get('CSeq')}\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(answer)}\r\n\r\n").encode() + answer, EDGE, 3.02)
+    msgs, _ = drain(c)
+    methods = [m.method for m, _ in msgs if isinstance(m, Request)]
+    assert methods == ["ACK", "INVITE"]
+    resume = next(m for m, _ in msgs if isinstance(m, Request) and m.method == "INVITE")
+    assert b"a=sendrecv" in resume.body
