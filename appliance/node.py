@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from appliance.cdr import CdrStore
+from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
@@ -92,7 +92,7 @@ class Node:
             ports=PortPool(cfg.rtp_low, cfg.rtp_high),
             wall_offset=time.time() - time.monotonic(), ring_timeout=cfg.ring_timeout,
         )
-        self.cdrs: CdrStore | None = None
+        self.cdrs: CdrWriter | None = None
         self.media: MediaPlane | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -103,7 +103,7 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        self.cdrs = CdrStore(self.cfg.cdr_path)
+        self.cdrs = CdrWriter(self.cfg.cdr_path)
         self._trace_fh = open(self.cfg.trace_path, "a", encoding="utf-8")
         self.media = MediaPlane(
             ip=self.cfg.media_ip,

@@ -35,6 +35,7 @@ two parties the transferor was talking to.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
 from collections.abc import Callable, Iterable
@@ -246,7 +247,8 @@ class B2bua:
         self._reinvites: dict[str, Leg] = {}  # our in-flight re-INVITEs
         self._legs: dict[str, Leg] = {}
         self._commands: list[Command] = []
-        self._timers: list[tuple[float, int, str, str]] = []  # (deadline, seq, kind, leg id)
+        # heap of (deadline, seq, kind, leg id); a timer whose leg ended is skipped
+        self._timers: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self.calls: dict[str, Call] = {}
         self.errors: list[Exception] = []  # our own bugs met while serving; the edge logs them
@@ -261,7 +263,7 @@ class B2bua:
         return out
 
     def next_deadline(self) -> float | None:
-        own = min((t[0] for t in self._timers), default=None)
+        own = self._timers[0][0] if self._timers else None
         theirs = self.layer.next_deadline()
         if own is None:
             return theirs
@@ -283,13 +285,11 @@ class B2bua:
 
     def tick(self, now: float) -> None:
         self.layer.tick(now)
-        due = [t for t in self._timers if t[0] <= now]
-        if due:
-            self._timers = [t for t in self._timers if t[0] > now]
-            for _, _, kind, leg_id in sorted(due):
-                leg = self._legs.get(leg_id)
-                if leg is not None and leg.state != "ended":
-                    self._on_timer(kind, leg, now)
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, leg_id = heapq.heappop(self._timers)
+            leg = self._legs.get(leg_id)
+            if leg is not None and leg.state != "ended":
+                self._on_timer(kind, leg, now)
         self._drain(now)
 
     def media_dtmf(self, leg_id: str, digit: str, method: str, now: float) -> None:
@@ -800,7 +800,7 @@ class B2bua:
     # ----------------------------------------------------------------- timers
 
     def _arm(self, deadline: float, kind: str, leg: Leg) -> None:
-        self._timers.append((deadline, next(self._seq), kind, leg.id))
+        heapq.heappush(self._timers, (deadline, next(self._seq), kind, leg.id))
 
     def _on_timer(self, kind: str, leg: Leg, now: float) -> None:
         if kind == "ring_timeout" and leg.state in ("calling", "ringing"):
