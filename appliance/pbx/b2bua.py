@@ -372,7 +372,7 @@ class B2bua:
             self._respond(key, req, 200, None, now, headers=[("Allow", ALLOW)])
         elif req.method == "INVITE":
             self._on_invite(key, req, addr, now)
-        elif req.method in ("BYE", "INFO", "REFER", "NOTIFY", "UPDATE", "PRACK"):
+        elif req.method in ("BYE", "INFO", "REFER", "NOTIFY"):
             self._respond(key, req, 481, None, now)
         else:
             self._respond(key, req, 405, None, now, headers=[("Allow", ALLOW)])
@@ -387,10 +387,7 @@ class B2bua:
             return
         dialled = req.uri.user or ""
         route = self.plan.route(origin, dialled)
-        if origin.kind == "trunk" and route.tenant_id is None:
-            tenant_id = None
-        else:
-            tenant_id = route.tenant_id or origin.tenant_id
+        tenant_id = route.tenant_id or origin.tenant_id  # unknown DID: no tenant
         caller = req.from_.uri.user or ""
         call = Call(
             id=self._token(8), tenant_id=tenant_id, caller=caller, callee=dialled,
@@ -462,7 +459,7 @@ class B2bua:
             self._on_info(key, leg, req, now)
         elif method == "REFER":
             self._on_refer(key, leg, req, now)
-        elif method in ("OPTIONS", "NOTIFY", "UPDATE"):
+        elif method in ("OPTIONS", "NOTIFY"):
             self._respond(key, req, 200, None, now)
         else:
             self._respond(key, req, 405, None, now, headers=[("Allow", ALLOW)])
@@ -542,7 +539,7 @@ class B2bua:
             self._attended_transfer(leg, other, now)
             return
         route = self.plan.route(leg.party, target.user or "")
-        if route.kind not in ("extension", "hunt_group", "trunk", "echo"):
+        if route.kind not in ("extension", "hunt_group", "trunk"):
             self._respond(key, req, 404, None, now)
             return
         self._respond(key, req, 202, None, now)
