@@ -89,6 +89,8 @@ class MediaPlane:
             state.endpoint.set_remote(cmd.remote[0], cmd.remote[1], cmd.payload_type,
                                       cmd.codec, cmd.dtmf_payload_type)
             state.endpoint.set_direction(cmd.direction)
+            # no telephone-event negotiated: key presses can only come as tones
+            state.endpoint.enable_inband_dtmf(cmd.dtmf_payload_type is None)
         elif isinstance(cmd, UnbridgeMedia):
             self._unbridge(state)
         elif isinstance(cmd, StartEcho):

@@ -183,3 +183,29 @@ def test_announcement_plays_tts_then_the_node_hangs_up(node: NodeHandle, phones:
     assert len(speech) > rate // 2 and rms(speech) > 300  # speech, not silence
     cdr = node.wait_cdr(lambda c: c["callee"] == "700" and c["tenant_id"] == tenant)
     assert (cdr["destination"], cdr["hangup_side"]) == ("announcement:700", "node")
+
+
+def test_inband_dtmf_detected_when_no_telephone_event(node: NodeHandle, phones: Any) -> None:
+    """A caller that offers no telephone-event can only send tones: the node hears them."""
+    import numpy as np
+
+    from appliance.media.dtmf import dtmf_tone
+
+    alice = phones(node.account("1001"))
+    ua = SipUa("1003", "acme.example", PASSWORDS["1003"], ("127.0.0.1", node.sip_port))
+    try:
+        assert ua.register().status == 200
+        call = ua.call("1001", telephone_event=None)
+        alice.wait_for_event("CALL_ESTABLISHED")
+        gap = np.zeros(800, dtype=np.int16)  # 100 ms
+        ua.send_audio(call, np.concatenate([gap, dtmf_tone("5", 0.12), gap,
+                                            dtmf_tone("8", 0.12), gap, gap]))
+        found = node.wait_trace(lambda e: e["event"] == "dtmf" and e["digit"] == "8")
+        call_id = found[0]["call"]
+        dtmf = [(e["digit"], e["method"]) for e in call_events(node, call_id)
+                if e["event"] == "dtmf"]
+        assert dtmf == [("5", "inband"), ("8", "inband")], dtmf
+        ua.in_dialog(call, "BYE")
+        alice.wait_for_event("CALL_CLOSED")
+    finally:
+        ua.close()

@@ -15,10 +15,13 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from appliance.media import g711
+from appliance.media.rtp import RtpPacket
 from appliance.sip.dialog import Dialog
 from appliance.sip.message import Headers, Request, Response, make_response
-from appliance.sip.sdp import make_offer
+from appliance.sip.sdp import SessionDescription, make_offer
 from appliance.sip.transaction import (
     AckReceived,
     RequestReceived,
@@ -40,6 +43,7 @@ class UaError(AssertionError):
 class UaCall:
     dialog: Dialog
     invite: Request
+    answer: SessionDescription
     received: list[Request] = field(default_factory=list)
 
 
@@ -169,9 +173,11 @@ class SipUa:
         req.headers.add("Expires", "300")
         return self._authed(req)[1]
 
-    def call(self, number: str, headers: tuple[tuple[str, str], ...] = ()) -> UaCall:
+    def call(self, number: str, headers: tuple[tuple[str, str], ...] = (),
+             telephone_event: int | None = 101) -> UaCall:
         port = self.rtp.getsockname()[1]
-        sdp = make_offer(self.local[0], port, session_id=1, version=1).to_bytes()
+        sdp = make_offer(self.local[0], port, telephone_event=telephone_event, session_id=1,
+                         version=1).to_bytes()
         req = self._new_request("INVITE", f"sip:{number}@{self.domain}",
                                 to=f"<sip:{number}@{self.domain}>", body=sdp,
                                 ctype="application/sdp")
@@ -183,7 +189,7 @@ class SipUa:
         dialog = Dialog.from_uac(req, resp)
         ack = dialog.create_ack(resp)
         self.layer.send_stateless(ack, self._next_hop(dialog))
-        call = UaCall(dialog, req)
+        call = UaCall(dialog, req, SessionDescription.parse(resp.body))
         self.calls.append(call)
         self._pump(0.05)
         return call
@@ -200,6 +206,22 @@ class SipUa:
                 raise UaError(f"no response to {method}")
             self._pump(0.02)
         return self._responses.pop(key)
+
+    def send_audio(self, call: UaCall, samples: Any) -> None:
+        """Send int16 8 kHz ``samples`` as PCMU RTP to the other side's media address,
+        paced in real time (20 ms packets)."""
+        media = call.answer.media[0]
+        conn = media.connection or call.answer.connection
+        assert conn is not None
+        dest = (conn.address, media.port)
+        payload = g711.encode("PCMU", samples)
+        start = time.monotonic()
+        for n, offset in enumerate(range(0, len(payload), 160)):
+            packet = RtpPacket(0, n, n * 160, 0x1234, n == 0, payload[offset:offset + 160])
+            self.rtp.sendto(packet.to_bytes(), dest)
+            delay = start + (n + 1) * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
 
     def replaces_uri(self, call: UaCall, target: str) -> str:
         """``target?Replaces=...`` naming ``call``'s dialog from the other side's view."""
