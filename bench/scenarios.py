@@ -15,7 +15,7 @@ to 180 Ringing received: the post-dial delay seen by the caller.
 
 from __future__ import annotations
 
-from tests.harness.sipp import pause, recv, scenario, send
+from tests.harness.sipp import RESPONSE_HEADERS, pause, recv, scenario, send
 
 _SDP = """v=0
 o=bench [pid][call_number] 1 IN IP4 [local_ip]
@@ -87,26 +87,18 @@ UAC = scenario(
     recv(response=200, crlf="true"),
 )
 
-_RESPONSE_HEADERS = """[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-[last_Record-Route:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-"""
 
 # Answer every INVITE: 180, 200 + SDP (PCMA at the echo), ACK, BYE -> 200.
 UAS = scenario(
     "bench callee",
     recv(request="INVITE", crlf="true"),
-    send("SIP/2.0 180 Ringing\n" + _RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
-    send("SIP/2.0 200 OK\n" + _RESPONSE_HEADERS
+    send("SIP/2.0 180 Ringing\n" + RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
+    send("SIP/2.0 200 OK\n" + RESPONSE_HEADERS
          + "Content-Type: application/sdp\nContent-Length: [len]\n\n"
          + _SDP.format(ip="[local_ip]", port="[uasrtp]"), retrans=500),
     recv(request="ACK", optional=True, crlf="true"),
     recv(request="BYE"),
-    send("SIP/2.0 200 OK\n" + _RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
+    send("SIP/2.0 200 OK\n" + RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
     pause(2000),  # absorb BYE retransmissions
 )
 

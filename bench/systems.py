@@ -37,6 +37,7 @@ from tests.harness.procs import (
     free_port_range,
     free_udp_port,
     process_group_pids,
+    wait_for_file,
 )
 from tests.harness.sipp import Sipp
 
@@ -198,15 +199,12 @@ class NodeSystem(System):
             argv += ["--loop", self.loop]
         proc = ManagedProcess("node", argv, self.workdir, cwd=REPO, long_lived=True).start()
         self.procs.append(proc)
-        manifest_path = self.workdir / "demo.json"
-        deadline = time.monotonic() + 30
-        while not manifest_path.exists():
-            if not proc.running or time.monotonic() > deadline:
-                log = proc.log_tail(60)
-                self.stop()
-                raise ProcessError(f"node did not come up:\n{log}")
-            time.sleep(0.05)
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            wait_for_file(proc, self.workdir / "demo.json")
+        except ProcessError:
+            self.stop()
+            raise
+        self.manifest = json.loads((self.workdir / "demo.json").read_text())
         self.sip_ports = {"caller": self.carrier_port, "edge": self.sip_port,
                           "fs": self.fs_port}
         register(self.workdir, f"127.0.0.1:{self.sip_port}", callee.address)

@@ -22,7 +22,13 @@ import yaml
 
 from tests.harness.audio import make_tone_wav
 from tests.harness.baresip import Account, BaresipPhone
-from tests.harness.procs import ManagedProcess, free_port_pair, free_port_range, free_udp_port
+from tests.harness.procs import (
+    ManagedProcess,
+    free_port_pair,
+    free_port_range,
+    free_udp_port,
+    wait_for_file,
+)
 
 CARRIER_IP = "127.0.0.2"
 PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-pw",
@@ -131,15 +137,8 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
          *extra_args],
         workdir, cwd=Path(__file__).resolve().parents[2], long_lived=True,
     ).start()
-    manifest_path = workdir / "demo.json"
-    deadline = time.monotonic() + 30
-    while not manifest_path.exists():
-        if not proc.running or time.monotonic() > deadline:
-            log = proc.log_tail(60)
-            proc.stop()
-            raise RuntimeError(f"node did not come up:\n{log}")
-        time.sleep(0.05)
-    manifest = json.loads(manifest_path.read_text())
+    wait_for_file(proc, workdir / "demo.json")
+    manifest = json.loads((workdir / "demo.json").read_text())
     return NodeHandle(workdir, sip_port, fs_port, carrier_port, manifest, proc)
 
 

@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.baresip import Account, BaresipPhone
-from tests.harness.procs import ManagedProcess, descendant_pids, free_port_pair, free_port_range
+from tests.harness.procs import (
+    ManagedProcess,
+    descendant_pids,
+    free_port_pair,
+    free_port_range,
+    wait_for_file,
+)
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -30,11 +35,7 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     ).start()
     manifest_path = tmp_run / "demo.json"
     try:
-        deadline = time.monotonic() + 30
-        while not manifest_path.exists():
-            assert proc.running, proc.log_tail()
-            assert time.monotonic() < deadline, "no demo.json"
-            time.sleep(0.05)
+        wait_for_file(proc, manifest_path)
         m: dict[str, Any] = json.loads(manifest_path.read_text())
         assert m["sip"] == {"host": "127.0.0.1", "port": sip_port, "transports": ["udp", "tcp"]}
         assert m["carrier"]["address"] == "127.0.0.2"

@@ -280,6 +280,18 @@ class ManagedProcess:
             time.sleep(0.02)
 
 
+def wait_for_file(proc: ManagedProcess, path: Path, timeout: float = 30.0) -> None:
+    """Wait until ``proc`` has written ``path`` (e.g. a node's demo.json); if the process
+    dies or time runs out, stop it and raise with the end of its log."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if not proc.running or time.monotonic() > deadline:
+            log = proc.log_tail(60)
+            proc.stop()
+            raise ProcessError(f"{proc.name}: {path.name} never appeared:\n{log}")
+        time.sleep(0.05)
+
+
 def _killpg(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -155,7 +155,7 @@ UAC_INVITE = scenario(
     recv(response=200, crlf="true"),
 )
 
-_RESPONSE_HEADERS = """[last_Via:]
+RESPONSE_HEADERS = """[last_Via:]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
@@ -168,17 +168,17 @@ Contact: <sip:[local_ip]:[local_port];transport=[transport]>
 UAS_ANSWER = scenario(
     "branchline uas answer",
     recv(request="INVITE", crlf="true"),
-    send("SIP/2.0 180 Ringing\n" + _RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
+    send("SIP/2.0 180 Ringing\n" + RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
     send(
         "SIP/2.0 200 OK\n"
-        + _RESPONSE_HEADERS
+        + RESPONSE_HEADERS
         + "Content-Type: application/sdp\nContent-Length: [len]\n\n"
         + SDP_PCMU,
         retrans=500,
     ),
     recv(request="ACK", optional=True, rtd="true", crlf="true"),
     recv(request="BYE"),
-    send("SIP/2.0 200 OK\n" + _RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
+    send("SIP/2.0 200 OK\n" + RESPONSE_HEADERS + "Content-Length: 0\n", retrans=None),
     pause(1000),  # absorb BYE retransmissions
 )
 
