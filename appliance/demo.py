@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -27,6 +28,7 @@ from appliance.plan import Plan, PlanError
 log = logging.getLogger("branchline.demo")
 
 CARRIER_ADDRESS = "127.0.0.2"
+SAMPLE_FLOW = Path(__file__).resolve().parent / "ivr" / "samples" / "acme-main.yaml"
 
 
 def demo_plan_dict() -> dict[str, Any]:
@@ -50,12 +52,14 @@ def demo_plan_dict() -> dict[str, Any]:
                     {"number": "+862088880001", "target": "1001"},
                     {"number": "+862088880002", "target": "1002"},
                     {"number": "+862088880099", "target": "echo"},
+                    {"number": "+862088880077", "target": "flow:acme-main"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1001", "1002"]}],
                 "announcements": [
                     {"number": "700", "text": "Welcome to Acme.", "voice": "en-us"}
                 ],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
+                "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text(encoding="utf-8"))},
             },
             {
                 "id": "globex",
@@ -87,7 +91,7 @@ def load_or_create_plan(path: Path) -> Plan:
     return Plan.from_dict(yaml.safe_load(path.read_text()))
 
 
-def manifest(plan: Plan, cfg: NodeConfig) -> dict[str, Any]:
+def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> dict[str, Any]:
     carrier = plan.trunk("carrier")
     return {
         "sip": {"host": cfg.sip_host, "port": cfg.sip_port, "transports": ["udp", "tcp"]},
@@ -103,13 +107,25 @@ def manifest(plan: Plan, cfg: NodeConfig) -> dict[str, Any]:
                 ],
                 "dids": [{"number": d.number, "target": d.target} for d in t.dids],
                 "outbound_prefixes": [r.prefix for r in t.outbound],
+                **({"ivr": ivr} if (ivr := next((d.number for d in t.dids
+                                                 if d.target.startswith("flow:")), None))
+                   else {}),
             }
             for t in plan.tenants
         ],
         "cdr": {
             "command": [sys.executable, "-m", "appliance.cdr", "--db", str(cfg.cdr_path)],
         },
-        "trace": {"path": str(cfg.trace_path)},
+        "trace": {
+            "path": str(cfg.trace_path),
+            "command": [sys.executable, "-m", "appliance.trace", "--file",
+                        str(cfg.trace_path)],
+        },
+        "flows": {
+            "lint": [sys.executable, "-m", "appliance.ivr", "lint"],
+            "deploy": [sys.executable, "-m", "appliance.ivr", "deploy", "--plan",
+                       str(plan_file), "--pid-file", str(pid_file)],
+        },
         "web": {},
     }
 
@@ -136,6 +152,7 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
     manifest_path = run_root / "demo.json"
     manifest_path.unlink(missing_ok=True)
     plan_file = plan_path or run_root / "demo" / "plan.yaml"
+    pid_file = run_root / "demo" / "node.pid"
     reloads: set[asyncio.Task[None]] = set()
 
     async def reload_plan() -> None:
@@ -147,7 +164,7 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
                       node.plan.version, exc)
             return
         await node.apply_plan(new)
-        write_manifest(manifest_path, manifest(new, cfg))
+        write_manifest(manifest_path, manifest(new, cfg, plan_file, pid_file))
         log.info("plan version %d applied", new.version)
 
     def on_hup() -> None:
@@ -158,13 +175,15 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await node.start()
-        write_manifest(manifest_path, manifest(plan, cfg))
+        pid_file.write_text(f"{os.getpid()}\n")
+        write_manifest(manifest_path, manifest(plan, cfg, plan_file, pid_file))
         log.info("demo node ready: SIP %s:%d; manifest %s (Ctrl-C to stop, SIGHUP reloads "
                  "the plan)", cfg.sip_host, cfg.sip_port, manifest_path)
         await stop.wait()
     finally:
         log.info("stopping")
         manifest_path.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
         await node.stop()
 
 

@@ -13,9 +13,10 @@ import ipaddress
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
@@ -49,6 +50,11 @@ class NodeConfig:
     @property
     def trace_path(self) -> Path:
         return self.run_dir / "trace.jsonl"
+
+    @property
+    def storage_dir(self) -> Path:
+        """Per-tenant files: ``<tenant>/prompts/<language>/<name>.wav`` and the like."""
+        return self.run_dir / "storage"
 
     @property
     def recordings_dir(self) -> Path:
@@ -110,6 +116,7 @@ class Node:
             on_dtmf=self._on_media_dtmf,
             on_playback_done=self._on_playback_done,
             on_failure=self._on_media_failure,
+            storage_dir=self.cfg.storage_dir,
             recordings_dir=self.cfg.recordings_dir if self.cfg.record_calls else None,
             cache_dir=self.cfg.run_dir / "tts-cache",
         )
@@ -152,24 +159,28 @@ class Node:
     # ----------------------------------------------------------------- plumbing
 
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.core.receive(data, addr, time.monotonic())
-        self._flush()
+        self._into_core(self.core.receive, data, addr)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.core.tick(time.monotonic())
-        self._flush()
+        self._into_core(self.core.tick)
 
     def _on_media_dtmf(self, leg: str, digit: str, method: str) -> None:
-        self.core.media_dtmf(leg, digit, method, time.monotonic())
-        self._flush()
+        self._into_core(self.core.media_dtmf, leg, digit, method)
 
     def _on_media_failure(self, leg: str) -> None:
-        self.core.media_failed(leg, time.monotonic())
-        self._flush()
+        self._into_core(self.core.media_failed, leg)
 
     def _on_playback_done(self, leg: str) -> None:
-        self.core.playback_finished(leg, time.monotonic())
+        self._into_core(self.core.playback_finished, leg)
+
+    def _into_core(self, entry: Callable[..., None], *args: Any) -> None:
+        """Feed the core one input (with ``now``), then carry out what it produced. A
+        bug is logged with its traceback; the node goes on serving the other calls."""
+        try:
+            entry(*args, time.monotonic())
+        except Exception:
+            log.exception("call control failed on %s", entry.__name__)
         self._flush()
 
     def _send_sip(self) -> None:

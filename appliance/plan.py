@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "none"]
+from appliance.ivr.flow import Flow, FlowError, flow_from_dict
+
+TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow", "none"]
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -90,6 +93,7 @@ class Tenant:
     hunt_groups: tuple[HuntGroup, ...] = ()
     announcements: tuple[Announcement, ...] = ()
     outbound: tuple[OutboundRoute, ...] = ()
+    flows: Mapping[str, Flow] = field(default_factory=dict)
 
     def extension(self, number: str) -> Extension | None:
         return next((e for e in self.extensions if e.number == number), None)
@@ -134,6 +138,7 @@ class Route:
     text: str = ""
     voice: str = "en-us"
     reason: str = ""
+    flow: Flow | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ class Plan:
             return Route(tenant.id, "announcement", target=target, text=ann.text, voice=ann.voice)
         if target == "echo":
             return Route(tenant.id, "echo", target="echo")
+        if target.startswith("flow:") and target[5:] in tenant.flows:
+            return Route(tenant.id, "flow", target=target[5:], flow=tenant.flows[target[5:]])
         return Route(tenant.id, "none", reason=f"number {dialled} has no valid target")
 
     # -- parsing -----------------------------------------------------------
@@ -261,6 +268,7 @@ class Plan:
                          "prepend": r.prepend}
                         for r in t.outbound
                     ],
+                    "flows": {name: dict(f.source) for name, f in t.flows.items()},
                 }
                 for t in self.tenants
             ],
@@ -343,11 +351,25 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     local = {e.number for e in exts} | {g.number for g in groups} | {a.number for a in anns}
     _unique(f"{path}.numbers", [e.number for e in exts] + [g.number for g in groups]
             + [a.number for a in anns])
+    flows_doc = doc.get("flows", {}) if isinstance(doc, dict) else {}
+    if not isinstance(flows_doc, dict):
+        raise PlanError(f"{path}.flows", "must map flow names to flow documents")
+    flows = {}
+    for name, flow_doc in flows_doc.items():
+        if not isinstance(name, str) or not _ID_RE.match(name):
+            raise PlanError(f"{path}.flows", f"invalid flow name {name!r}")
+        try:
+            flows[name] = flow_from_dict(flow_doc)
+        except FlowError as exc:
+            raise PlanError(f"{path}.flows.{name}.{exc.path}", exc.message) from None
     dids = []
     for i, d in enumerate(_list(doc, "dids", path)):
         p = f"{path}.dids[{i}]"
         target = _str(d, "target", p)
-        if target not in local and target not in SERVICES:
+        if target.startswith("flow:"):
+            if target[5:] not in flows:
+                raise PlanError(f"{p}.target", f"{target!r}: {tid} has no such flow")
+        elif target not in local and target not in SERVICES:
             raise PlanError(f"{p}.target", f"{target!r} is not a number or service of {tid}")
         dids.append(Did(_str(d, "number", p, _NUMBER_RE), target))
     routes = []
@@ -366,4 +388,5 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     return Tenant(
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
+        flows=flows,
     )

@@ -27,6 +27,11 @@ PURE_MODULES = [
     "appliance/media/tones.py",
     "appliance/media/ports.py",
     "appliance/plan.py",
+    "appliance/ivr/flow.py",
+    "appliance/ivr/interpreter.py",
+    "appliance/ivr/digits.py",
+    "appliance/ivr/expr.py",
+    "appliance/ivr/say.py",
 ]
 
 FORBIDDEN_MODULES = (

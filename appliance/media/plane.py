@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from appliance.ivr.prompts import PromptError, PromptStore
 from appliance.media.dtmf import DtmfDigit
 from appliance.media.endpoint import Bridge, Echo, Player, RtpEndpoint
 from appliance.media.tts import Tts
@@ -22,9 +25,10 @@ from appliance.pbx.b2bua import (
     Command,
     ConfigureMedia,
     OpenMedia,
-    PlayAnnouncement,
+    PlayPrompts,
     SendDtmf,
     StartEcho,
+    StopPlayback,
     UnbridgeMedia,
 )
 
@@ -39,6 +43,7 @@ class _LegMedia:
     bridge: Bridge | None = None
     echo: Echo | None = None
     player: Player | None = None
+    playing: asyncio.Task[None] | None = None  # resolving and playing prompts
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     closed: bool = False
 
@@ -58,6 +63,7 @@ class MediaPlane:
         on_dtmf: Callable[[str, str, str], None],
         on_playback_done: Callable[[str], None],
         on_failure: Callable[[str], None],
+        storage_dir: Path,
         recordings_dir: Path | None = None,
         cache_dir: Path | None = None,
     ) -> None:
@@ -67,6 +73,7 @@ class MediaPlane:
         self._on_failure = on_failure
         self.recordings_dir = recordings_dir
         self.tts = Tts(cache_dir)
+        self.prompts = PromptStore(storage_dir, self.tts)
         self._legs: dict[str, _LegMedia] = {}
         self._loop = asyncio.get_running_loop()
 
@@ -96,8 +103,11 @@ class MediaPlane:
         elif isinstance(cmd, StartEcho):
             if state.echo is None:
                 state.echo = Echo(state.endpoint)
-        elif isinstance(cmd, PlayAnnouncement):
-            self._spawn(state, self._announce(state, cmd))
+        elif isinstance(cmd, PlayPrompts):
+            self._stop_playback(state)  # a new prompt replaces the one playing
+            state.playing = self._spawn(state, self._play_prompts(state, cmd))
+        elif isinstance(cmd, StopPlayback):
+            self._stop_playback(state)
         elif isinstance(cmd, SendDtmf):
             self._spawn(state, state.endpoint.send_dtmf(cmd.digit))
         else:
@@ -136,21 +146,41 @@ class MediaPlane:
             if other.bridge is bridge:
                 other.bridge = None
 
-    def _spawn(self, state: _LegMedia, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, state: _LegMedia, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._loop.create_task(coro)
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         task.add_done_callback(_log_failure)
+        return task
 
-    async def _announce(self, state: _LegMedia, cmd: PlayAnnouncement) -> None:
-        samples = await self.tts.synthesize_async(cmd.text, cmd.voice)
+    async def _play_prompts(self, state: _LegMedia, cmd: PlayPrompts) -> None:
+        """Resolve the prompts in the tenant's store, play them back to back, and
+        report the end (not when stopped: barge-in or a newer prompt)."""
+        parts = []
+        for ref in cmd.prompts:
+            try:
+                parts.append(await self.prompts.resolve(cmd.tenant_id or "", ref,
+                                                        cmd.language))
+            except PromptError as exc:
+                log.error("leg %s tenant=%s: prompt %s unavailable: %s", cmd.leg,
+                          cmd.tenant_id, dict(ref), exc)
         if state.closed:
             return
+        samples = np.concatenate(parts) if parts else np.zeros(160, dtype=np.int16)
         state.player = state.endpoint.play(samples)
         finished = await state.player.done
         state.player = None
         if finished and not state.closed:
             self._on_playback_done(cmd.leg)
+
+    @staticmethod
+    def _stop_playback(state: _LegMedia) -> None:
+        if state.playing is not None and not state.playing.done():
+            state.playing.cancel()
+        state.playing = None
+        if state.player is not None:
+            state.player.stop()
+            state.player = None
 
     def _close(self, leg: str) -> None:
         state = self._legs.pop(leg, None)
@@ -160,8 +190,7 @@ class MediaPlane:
         self._unbridge(state)
         if state.echo is not None:
             state.echo.close()
-        if state.player is not None:
-            state.player.stop()
+        self._stop_playback(state)
         for task in list(state.tasks):
             task.cancel()
         state.endpoint.close()

@@ -38,11 +38,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import unquote
+from typing import Any, Literal
+from urllib.parse import unquote, urlencode
 
+from appliance.ivr.interpreter import (
+    HangupCall,
+    Interpreter,
+    PlayPrompt,
+    StopPrompt,
+    TransferCall,
+)
 from appliance.media.ports import PortPool, PortPoolExhausted
 from appliance.pbx.record import Cdr
 from appliance.plan import Origin, Plan, Route, Tenant
@@ -115,10 +122,19 @@ class StartEcho:
 
 
 @dataclass(frozen=True)
-class PlayAnnouncement:
+class PlayPrompts:
+    """Play prompt references (``{tts: ...}``, ``{file: ...}``, ``{say: ...}``) of the
+    call's tenant one after the other; ``playback_finished`` when the last ends."""
+
     leg: str
-    text: str
-    voice: str
+    tenant_id: str | None
+    prompts: tuple[Mapping[str, Any], ...]
+    language: str
+
+
+@dataclass(frozen=True)
+class StopPlayback:
+    leg: str
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,8 @@ class TraceEvent:
 
 
 Command = (
-    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayAnnouncement
+    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayPrompts
+    | StopPlayback
     | SendDtmf | CloseMedia | WriteCdr | TraceEvent
 )
 
@@ -185,8 +202,12 @@ class Leg:
     reinvite_key: str | None = None
     pending_reinvite: Direction | None = None
     transfer_from: Leg | None = None  # B leg placed by a blind transfer: the transferor
+    ivr: Interpreter | None = None  # A leg answered by an IVR flow
+    ivr_steps: int = 0  # trace steps of ``ivr`` already emitted
+    ivr_deadline: float | None = None
     refer_cseq: int = 0
     targets: tuple[str, ...] = ()  # remaining hunt-group members after this one
+    data: Mapping[str, str] | None = None  # IVR data sent with the call (hunt retries)
     ring_seconds: float = 0.0
     answer_body: bytes = b""  # A leg: our SDP answer, sent with the 2xx
     last_offer: SessionDescription | None = None  # our last offer on this leg
@@ -296,7 +317,13 @@ class B2bua:
         """The media plane detected a key press on a leg (RFC 4733 or in-band)."""
         leg = self._legs.get(leg_id)
         if leg is not None:
-            self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
+            self._key_pressed(leg, digit, method, now)
+
+    def _key_pressed(self, leg: Leg, digit: str, method: str, now: float) -> None:
+        self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
+        if leg.ivr is not None and not leg.ivr.finished and leg.state == "up":
+            leg.ivr.digit(digit, now)
+            self._drive_ivr(leg, now)
 
     def media_failed(self, leg_id: str, now: float) -> None:
         """The media plane could not serve a leg (its RTP port could not be bound):
@@ -316,6 +343,10 @@ class B2bua:
 
     def playback_finished(self, leg_id: str, now: float) -> None:
         leg = self._legs.get(leg_id)
+        if leg is not None and leg.ivr is not None:
+            leg.ivr.prompt_done(now)
+            self._drive_ivr(leg, now)
+            return
         if leg is not None and leg.state == "up" and leg.peer is None:
             leg.call.hangup_side = leg.call.hangup_side or "node"
             self._send_bye(leg, now)
@@ -433,7 +464,15 @@ class B2bua:
             self._commands.append(StartEcho(a.id))
         elif route.kind == "announcement":
             self._answer_a(a, now)
-            self._commands.append(PlayAnnouncement(a.id, route.text, route.voice))
+            self._commands.append(PlayPrompts(a.id, call.tenant_id, ({"tts": route.text},),
+                                              route.voice))
+        elif route.kind == "flow":
+            assert route.flow is not None
+            self._answer_a(a, now)
+            a.ivr = Interpreter(route.flow, variables={
+                "caller": caller, "dialled": dialled, "tenant": tenant_id or ""})
+            a.ivr.start(now)
+            self._drive_ivr(a, now)
         elif route.kind == "hunt_group":
             self._place_b(call, a, route, route.members[0], now, rest=route.members[1:])
         else:
@@ -513,7 +552,7 @@ class B2bua:
             self._respond(key, req, 400, "Bad DTMF Body", now)
             return
         self._respond(key, req, 200, None, now)
-        self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method="info")
+        self._key_pressed(leg, digit, "info", now)
         if leg.peer is not None:
             self._commands.append(SendDtmf(leg.peer.id, digit))
 
@@ -581,10 +620,57 @@ class B2bua:
         )
         self.layer.send_request(req, self._next_hop(leg.dialog), now)
 
+    # ----------------------------------------------------------------- IVR
+
+    def _drive_ivr(self, leg: Leg, now: float) -> None:
+        """Carry out what the leg's flow interpreter asked for, trace its steps, and
+        keep a timer for its next deadline."""
+        ivr = leg.ivr
+        assert ivr is not None
+        for cmd in ivr.commands():
+            if isinstance(cmd, PlayPrompt):
+                self._commands.append(PlayPrompts(leg.id, leg.call.tenant_id, cmd.prompts,
+                                                  cmd.language))
+            elif isinstance(cmd, StopPrompt):
+                self._commands.append(StopPlayback(leg.id))
+            elif isinstance(cmd, TransferCall):
+                self._ivr_transfer(leg, cmd, now)
+            elif isinstance(cmd, HangupCall):
+                leg.call.hangup_side = leg.call.hangup_side or "node"
+                self._hang_up(leg, now)
+        for step in ivr.trace[leg.ivr_steps:]:
+            self._trace(leg.call, "ivr", flow=ivr.flow.id, node=step.node, step=step.event,
+                        **dict(step.detail))
+        leg.ivr_steps = len(ivr.trace)
+        deadline = ivr.next_deadline()
+        if deadline is not None and deadline != leg.ivr_deadline and leg.state == "up":
+            leg.ivr_deadline = deadline
+            self._arm(deadline, "ivr", leg)
+
+    def _ivr_transfer(self, leg: Leg, cmd: TransferCall, now: float) -> None:
+        """The flow hands the caller to an extension or a number, with its data."""
+        call = leg.call
+        if cmd.kind not in ("extension", "number"):
+            self._trace(call, "ivr_transfer_failed", reason=f"{cmd.kind} not available")
+            call.hangup_side = "node"
+            self._hang_up(leg, now)
+            return
+        route = self.plan.route(Origin("extension", tenant_id=call.tenant_id), cmd.target)
+        if route.kind not in ("extension", "hunt_group", "trunk"):
+            self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
+            call.hangup_side = "node"
+            self._hang_up(leg, now)
+            return
+        call.destination = _destination(route)
+        members = route.members or (route.target,)
+        self._place_b(call, leg, route, members[0], now, rest=members[1:],
+                      data=dict(cmd.data))
+
     # ----------------------------------------------------------------- B legs
 
     def _place_b(self, call: Call, a: Leg, route: Route, target: str, now: float,
-                 rest: tuple[str, ...] = ()) -> Leg | None:
+                 rest: tuple[str, ...] = (), data: Mapping[str, str] | None = None
+                 ) -> Leg | None:
         tenant = self.plan.tenant(route.tenant_id or "")
         if route.kind == "trunk":
             if route.trunk is None or tenant is None:
@@ -603,7 +689,7 @@ class B2bua:
         b = self._new_leg(call, "b", number,
                           Origin("extension", tenant.id, target)
                           if route.kind != "trunk" and tenant else None)
-        b.targets, b.ring_seconds = rest, self._ring_seconds(route)
+        b.targets, b.ring_seconds, b.data = rest, self._ring_seconds(route), data
         b.peer, a.peer = a, b
         if not self._open_media(b):
             self._end_leg(b, now)
@@ -624,6 +710,8 @@ class B2bua:
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self.contact}>")
         headers.add("Allow", ALLOW)
+        if data:  # the IVR's data travels with the call (R-4.9)
+            headers.add("X-BL-Data", urlencode(sorted(data.items())))
         headers.add("Content-Type", "application/sdp")
         invite = Request("INVITE", ruri, headers, offer.to_bytes())
         b.invite = invite
@@ -693,7 +781,8 @@ class B2bua:
             # hunt group: the next member rings (our ring timeout shows up as 487)
             route = self.plan.route(b.party, b.targets[0])
             a.peer = None
-            self._place_b(b.call, a, route, b.targets[0], now, rest=b.targets[1:])
+            self._place_b(b.call, a, route, b.targets[0], now, rest=b.targets[1:],
+                          data=b.data)
             return
         self._fail_peer(a, status, now)
 
@@ -818,6 +907,10 @@ class B2bua:
                 self._on_bye(leg, now)
         elif kind == "transferor_bye" and leg.state == "up" and leg.peer is None:
             self._send_bye(leg, now)
+        elif kind == "ivr" and leg.ivr is not None and not leg.ivr.finished:
+            leg.ivr_deadline = None
+            leg.ivr.tick(now)
+            self._drive_ivr(leg, now)
 
     # ----------------------------------------------------------------- helpers
 
@@ -983,7 +1076,7 @@ class B2bua:
         uri = dialog.next_hop
         return (uri.host.strip("[]"), uri.port or 5060)
 
-    def _trace(self, call: Call, kind: str, **data: str) -> None:
+    def _trace(self, call: Call, kind: str, /, **data: str) -> None:
         self._commands.append(TraceEvent(call.tenant_id, call.id, kind, tuple(data.items())))
 
 

@@ -31,6 +31,7 @@ from tests.harness.procs import (
 )
 
 CARRIER_IP = "127.0.0.2"
+SAMPLE_FLOW = Path(__file__).resolve().parents[2] / "appliance/ivr/samples/acme-main.yaml"
 PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-pw",
              "2001": "globex-2001-pw", "2002": "globex-2002-pw"}
 
@@ -50,12 +51,14 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
                     {"number": "+862088880002", "target": "1002"},
                     {"number": "+862088880099", "target": "echo"},
                     {"number": "+862088880060", "target": "600"},
+                    {"number": "+862088880077", "target": "flow:acme-main"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
+                "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text())},
             },
             {
                 "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",

@@ -96,9 +96,18 @@ class SipUa:
                 for call in self.calls:
                     if call.dialog.call_id == ev.request.call_id:
                         call.received.append(ev.request)
-                self.layer.send_response(ev.key, make_response(ev.request, 200), now)
+                self.layer.send_response(ev.key, self._answer(ev.request), now)
             elif isinstance(ev, StrayResponseReceived | AckReceived):
                 pass
+
+    def _answer(self, req: Request) -> Response:
+        """200 to anything; a new INVITE is answered with our SDP (auto-answer)."""
+        if req.method != "INVITE" or req.to.tag is not None:
+            return make_response(req, 200)
+        sdp = make_offer(self.local[0], self.rtp.getsockname()[1], session_id=2,
+                         version=1).to_bytes()
+        return make_response(req, 200, to_tag=secrets.token_hex(4), body=sdp,
+                             content_type="application/sdp", contact=self.contact)
 
     def _transact(self, req: Request, timeout: float = 5.0) -> Response:
         key = self.layer.send_request(req, self.proxy, time.monotonic())
