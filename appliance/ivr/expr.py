@@ -689,7 +689,7 @@ def _eval(expr: Expr, variables: Variables) -> Value:
             return not value
         if not _is_number(value):
             raise ExprError(f"'-' needs a number, got {_kind(value)}", expr.pos)
-        return _number(-value, expr.pos)
+        return _number(_negate(value), expr.pos)
     # Call
     args = tuple(_eval(arg, variables) for arg in expr.args)
     return _FUNCTIONS[expr.name].impl(args, expr)
@@ -823,6 +823,11 @@ def _number(value: int | Decimal, pos: int, message: str = "") -> int | Decimal:
         or f"number out of range (at most {MAX_INTEGER_DIGITS} digits before the decimal point)",
         pos,
     )
+
+
+def _negate(value: int | Decimal) -> int | Decimal:
+    # copy_negate is exact; unary '-' on a Decimal would round to the thread's context
+    return value.copy_negate() if isinstance(value, Decimal) else -value
 
 
 def _ratio(value: int | Decimal) -> tuple[int, int]:
@@ -1070,7 +1075,7 @@ def _fn_round(args: tuple[Value, ...], call: Call) -> Value:
 
 def _fn_abs(args: tuple[Value, ...], call: Call) -> Value:
     x = _num_arg(args, call, 0)
-    return x if x >= 0 else _number(-x, call.pos)
+    return x if x >= 0 else _number(_negate(x), call.pos)
 
 
 def _extreme(args: tuple[Value, ...], call: Call, pick_max: bool) -> Value:

@@ -504,7 +504,8 @@ class PromptStore:
 
     async def _load_file(self, tenant_id: str, name: object, language: str) -> Int16Array:
         name = self._check_name(tenant_id, language, name)
-        path, stamp = await asyncio.to_thread(self._locate, tenant_id, name, language)
+        default = self._tenant_default(tenant_id)  # on the loop: it may read the live plan
+        path, stamp = await asyncio.to_thread(self._locate, tenant_id, name, language, default)
         key = str(path)
         cached = self.cache.get(key, stamp)
         if cached is not None:
@@ -513,10 +514,12 @@ class PromptStore:
         self.cache.put(key, stamp, samples)
         return samples
 
-    def _locate(self, tenant_id: str, name: str, language: str) -> tuple[Path, tuple[int, ...]]:
+    def _locate(
+        self, tenant_id: str, name: str, language: str, default: str | None
+    ) -> tuple[Path, tuple[int, ...]]:
         """The real path of the first existing candidate and its stamp (runs in a thread)."""
         candidates: builtins.list[str] = []
-        for lang in (language, self._tenant_default(tenant_id), *self._tenant_languages(tenant_id)):
+        for lang in (language, default, *self._tenant_languages(tenant_id)):
             if lang is not None and lang not in candidates:
                 candidates.append(lang)
         for lang in candidates:

@@ -47,6 +47,15 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
             assert len(exts) >= 2 and all(len(e["password"]) >= 12 for e in t["extensions"])
             targets = {d["target"] for d in t["dids"]}
             assert exts <= targets, "every extension has a DID"
+        # IVR: the demo flow's number, and the tools to lint and deploy flows, read traces
+        assert m["tenants"][0]["ivr"] == "+862088880077"
+        import subprocess as sp
+
+        sample = REPO / "appliance" / "ivr" / "samples" / "acme-main.yaml"
+        assert sp.run([*m["flows"]["lint"], str(sample)], capture_output=True,
+                      timeout=60).returncode == 0
+        assert "--plan" in m["flows"]["deploy"] and "--pid-file" in m["flows"]["deploy"]
+        assert m["trace"]["command"][-2:] == ["--file", m["trace"]["path"]]
         # the credentials work
         tenant = m["tenants"][0]
         ext = tenant["extensions"][0]

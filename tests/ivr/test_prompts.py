@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.ivr.prompts import PromptError, PromptStore, SpeechSynthesizer, decode_wav
 from appliance.media import g711
@@ -288,6 +290,23 @@ def test_decode_wav_never_raises_anything_but_wav_error() -> None:
             decode_wav(bytes(blob[:cut]))
         except WavError:
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200).map(lambda b: b"RIFF" + b[:4] + b"WAVE" + b[4:]),
+    st.sampled_from([b"fmt ", b"data", b"LIST"]),
+)
+def test_decode_wav_of_arbitrary_chunks_decodes_or_raises_wav_error(
+    tail: bytes, cid: bytes
+) -> None:
+    good_fmt = fmt_body(1, 2, 16000, 16)
+    for blob in (tail, tail[:12] + b"fmt " + b"\x10\x00\x00\x00" + good_fmt + cid + tail[12:]):
+        try:
+            samples = decode_wav(blob)
+        except WavError:
+            continue
+        assert samples.dtype == np.int16 and samples.ndim == 1
 
 
 def test_operator_copied_files_are_converted_when_loaded(store: PromptStore) -> None:
