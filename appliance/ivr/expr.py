@@ -806,16 +806,17 @@ def _number(value: int | Decimal, pos: int, message: str = "") -> int | Decimal:
             return value
     else:
         try:
+            exponent = value.as_tuple().exponent
+            if isinstance(exponent, int) and exponent < -MAX_SCALE:
+                if value.adjusted() >= MAX_INTEGER_DIGITS:
+                    raise Overflow  # too big to round within the precision
+                value = value.quantize(_QUANTUM, context=_CTX)
+                if value.is_zero():  # it was below the last place
+                    return Decimal(0)
             if value.is_zero():
                 return value.copy_abs()
             if value.adjusted() < MAX_INTEGER_DIGITS:
-                exponent = value.as_tuple().exponent
-                if isinstance(exponent, int) and exponent < -MAX_SCALE:
-                    value = value.quantize(_QUANTUM, context=_CTX)
-                    if value.is_zero():
-                        return value.copy_abs()
-                if value.adjusted() < MAX_INTEGER_DIGITS:
-                    return value
+                return value
         except DecimalException:
             pass
     raise ExprError(

@@ -36,6 +36,7 @@ import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 import yaml
@@ -425,8 +426,10 @@ def _count(d: dict[str, Any], key: str, path: str, default: int) -> int:
 def _expr(path: str, text: Any) -> Expr:
     if isinstance(text, bool):
         text = "true" if text else "false"
-    elif isinstance(text, int | float):
+    elif isinstance(text, int):
         text = str(text)
+    elif isinstance(text, float):  # YAML may write 1e-05; the language has no exponent
+        text = format(Decimal(repr(text)), "f")
     if not isinstance(text, str):
         raise FlowError(path, "must be an expression (text)")
     try:
@@ -451,7 +454,8 @@ def _prompt(path: str, value: Any, required: bool = False) -> PromptRef | None:
             _prompt(f"{path}.{lang}", inner, required=True)
         return dict(value)
     kinds = [k for k in ("tts", "file", "say") if k in value]
-    if len(kinds) != 1 or not set(value) <= {"tts", "file", "say", "as"}:
+    if len(kinds) != 1 or not set(value) <= {"tts", "file", "say", "as", "currency", "liang",
+                                             "yao", "clock24"}:
         raise FlowError(path, "a prompt has exactly one of tts, file, say")
     if kinds[0] == "file" and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(value["file"])):
         raise FlowError(f"{path}.file", "prompt names are 1-64 letters, digits, - or _")

@@ -229,6 +229,8 @@ def decode_wav(blob: bytes, *, max_seconds: float = 3600.0) -> Int16Array:
     if frames > max_seconds * info.rate:
         raise WavError(f"{frames / info.rate:.0f} s of audio (at most {max_seconds:.0f} s)")
     if info.tag == _WAVE_PCM:
+        if not 1 <= info.bits <= 32:
+            raise WavError(f"{info.bits}-bit samples (8 to 32 accepted)")
         if info.block_align != info.channels * ((info.bits + 7) // 8):
             raise WavError(f"block alignment {info.block_align} does not match the format")
         # Hand ``wave`` a canonical file: tag 1 (Python 3.11 reads no EXTENSIBLE header)

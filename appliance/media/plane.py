@@ -18,7 +18,7 @@ import numpy as np
 from appliance.ivr.prompts import PromptError, PromptStore
 from appliance.media.dtmf import DtmfDigit
 from appliance.media.endpoint import Bridge, Echo, Player, RtpEndpoint
-from appliance.media.tts import Tts
+from appliance.media.tts import Tts, TtsError
 from appliance.pbx.b2bua import (
     BridgeMedia,
     CloseMedia,
@@ -161,7 +161,7 @@ class MediaPlane:
             try:
                 parts.append(await self.prompts.resolve(cmd.tenant_id or "", ref,
                                                         cmd.language))
-            except PromptError as exc:
+            except (PromptError, TtsError) as exc:
                 log.error("leg %s tenant=%s: prompt %s unavailable: %s", cmd.leg,
                           cmd.tenant_id, dict(ref), exc)
         if state.closed:

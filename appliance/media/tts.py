@@ -27,6 +27,9 @@ from appliance.media.wav import read_wav, write_wav
 __all__ = ["VOICES", "Tts", "TtsError", "synthesize", "synthesize_async"]
 
 VOICES = frozenset({"cmn", "yue", "en-us"})
+# espeak-ng 1.51's plain "cmn" reads many hanzi as pinyin spelled in English (e.g. 一 as
+# "yi one", espeak-ng issues 1236/1370); its pinyin variant reads them as Mandarin.
+ESPEAK_VOICE = {"cmn": "cmn-latn-pinyin", "yue": "yue", "en-us": "en-us"}
 RATE = 8000
 
 
@@ -36,7 +39,7 @@ class TtsError(RuntimeError):
 
 def cache_key(text: str, voice: str) -> str:
     h = hashlib.sha256()
-    h.update(voice.encode("utf-8"))
+    h.update(ESPEAK_VOICE.get(voice, voice).encode("utf-8"))
     h.update(b"\x00")
     h.update(text.encode("utf-8"))
     return h.hexdigest()
@@ -65,7 +68,7 @@ class Tts:
             raise TtsError("nothing to say")
 
     def _argv(self, voice: str, out: Path) -> list[str]:
-        argv = [self.espeak, "-v", voice, "-w", str(out), "--stdin"]
+        argv = [self.espeak, "-v", ESPEAK_VOICE[voice], "-w", str(out), "--stdin"]
         if self.speed is not None:
             argv[1:1] = ["-s", str(self.speed)]
         return argv

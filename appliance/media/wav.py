@@ -54,6 +54,8 @@ def read_wav_raw(source: Source) -> tuple[Int16Array, int]:
             raw = w.readframes(w.getnframes())
     except (wave.Error, EOFError) as exc:
         raise WavError(f"unreadable WAV: {exc}") from exc
+    if width in (2, 3, 4):
+        raw = raw[: len(raw) - len(raw) % width]  # a file cut inside a sample
     if width == 1:
         data = (np.frombuffer(raw, dtype=np.uint8).astype(np.int16) - 128) << 8
     elif width == 2:

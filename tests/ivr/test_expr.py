@@ -801,7 +801,7 @@ _EVAL_VARS: dict[str, Any] = {
     "t": True,
     "x": "x" * 40000,
 }
-_ALPHABET = st.sampled_from(list("0123456789.+-*/%<>=!()[],'\"\\ abmstx_ifnote") + ["é", "\t"])
+_ALPHABET = st.sampled_from([*"0123456789.+-*/%<>=!()[],'\"\\ abmstx_ifnote", "é", "\t"])
 
 
 def _parse_or_error(text: str) -> Expr | None:

@@ -66,8 +66,8 @@ def wav_bytes(
         raw = ((arr.astype(np.int32) >> 8) + 128).astype(np.uint8).tobytes()
     elif width == 3:
         v = arr.astype(np.int32) << 8
-        raw = np.stack([v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF], axis=-1).astype(np.uint8)
-        raw = raw.tobytes()
+        triples = np.stack([v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF], axis=-1)
+        raw = triples.astype(np.uint8).tobytes()
     else:
         raw = (arr.astype(np.int32) << 16).astype("<i4").tobytes()
     out = io.BytesIO()
@@ -255,6 +255,8 @@ def test_upload_formats(store: PromptStore, label: str, rate: int, make: Any) ->
         (riff(fmt_body(1, 1, 1, 16), b"\x00" * 64), "sample rate 1 Hz"),
         (riff(fmt_body(1, 1, 44101, 16), b"\x00" * 64), "sample rate 44101"),
         (riff(fmt_body(1, 0, 8000, 16), b"\x00" * 64), "0 channels"),
+        (riff(fmt_body(1, 1, 8000, 64), b"\x00" * 64), "64-bit samples"),
+        (riff(fmt_body(1, 1, 8000, 40), b"\x00" * 64), "40-bit samples"),
         (riff(fmt_body(1, 1, 8000, 16), b""), "0 frames"),
         (riff(fmt_body(7, 1, 8000, 16), b"\x00" * 64), "G.711 WAV with 16-bit"),
         (b"RIFF\x10\x00\x00\x00WAVEdata\x00\x00\x00\x00", "data chunk before fmt"),

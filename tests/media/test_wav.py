@@ -82,3 +82,19 @@ def test_not_a_wav(tmp_path: Path) -> None:
         read_wav(tmp_path / "x.wav")
     with pytest.raises(ValueError):
         write_wav(tmp_path / "y.wav", np.zeros((2, 2, 2), dtype=np.int16))
+
+
+def test_truncated_data_inside_a_sample_is_read_without_the_partial_sample(
+        tmp_path: Path) -> None:
+    import struct
+
+    path = tmp_path / "cut.wav"
+    write_wav(path, np.arange(100, dtype=np.int16))
+    blob = bytearray(path.read_bytes())
+    # claim one more byte of data than whole samples and append it (a file cut mid-sample)
+    data_at = blob.index(b"data")
+    size = struct.unpack_from("<I", blob, data_at + 4)[0]
+    struct.pack_into("<I", blob, data_at + 4, size + 1)
+    path.write_bytes(bytes(blob) + b"\x01")
+    data, _ = read_wav_raw(path)
+    assert data.shape == (100, 1) and data[-1, 0] == 99
