@@ -166,6 +166,7 @@ class Interpreter:
             self.typeahead = released  # keys typed after the shortcut
             self._enter(result, now)
             return
+        self._shortcuts.reset()  # not a shortcut: the next key may start one
         for key in released:
             self._key(key, now)
             if self.mode == "done":

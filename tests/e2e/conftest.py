@@ -52,13 +52,15 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
                     {"number": "+862088880099", "target": "echo"},
                     {"number": "+862088880060", "target": "600"},
                     {"number": "+862088880077", "target": "flow:acme-main"},
+                    {"number": "+862088880066", "target": "flow:pcap-keys"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
-                "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text())},
+                "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
+                          "pcap-keys": PCAP_FLOW},
             },
             {
                 "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",
@@ -69,6 +71,26 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
             },
         ],
     }
+
+
+# A flow for SIPp's RFC 4733 pcaps: every key of one call must be a different pcap, in
+# the pcaps' own sequence-number order (1 2 3 ... 9 * # 0), because replaying the same
+# pcap twice repeats its RTP timestamp, which a receiver rightly takes for a duplicate.
+PCAP_FLOW: dict[str, Any] = {
+    "flow": "pcap-keys", "version": 1, "start": "level1", "shortcuts": {"*0": "entry"},
+    "nodes": {
+        "level1": {"type": "menu", "prompt": {"tts": "Level one."},
+                   "options": {"2": "level2"}, "timeout": 8},
+        "level2": {"type": "menu", "prompt": {"tts": "Level two."},
+                   "options": {"3": "level3"}, "timeout": 8},
+        "level3": {"type": "menu", "prompt": {"tts": "Level three."},
+                   "options": {"4": "entry"}, "timeout": 8},
+        "entry": {"type": "collect", "prompt": {"tts": "Enter the code."},
+                  "variable": "code", "mode": "variable", "inter_digit_timeout": 2,
+                  "first_digit_timeout": 8, "next": "done"},
+        "done": {"type": "transfer", "extension": "1001", "data": {"code": "code"}},
+    },
+}
 
 
 @dataclass

@@ -9,8 +9,20 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.e2e.conftest import PASSWORDS, NodeHandle
+from tests.e2e.conftest import CARRIER_IP, PASSWORDS, NodeHandle
 from tests.e2e.test_calls import carrier
+from tests.harness.sipp import (
+    ACK,
+    BYE,
+    INVITE,
+    PCAP_DIR,
+    Sipp,
+    pause,
+    play_pcap,
+    recv,
+    scenario,
+    send,
+)
 from tests.harness.sipua import SipUa
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +76,62 @@ def test_shortcut_code_and_timeout_end(node: NodeHandle, phones: Any,
     assert data["account"] == ["55667788"]
     assert [s["to"] for s in ivr_steps(node, call_id, "shortcut")] == ["account"]
     assert ivr_steps(node, call_id, "collected")[-1]["ended_by"] == "timeout"
+
+
+def pcap_keys_call(node: NodeHandle, tmp_run: Path, keys: list[str]) -> tuple[Any, str]:
+    """SIPp as the carrier calls the pcap-keys flow and replays RFC 4733 pcaps
+    (``/usr/share/sip-tester/dtmf_2833_<key>.pcap``), 0.5 s apart."""
+    names = {"*": "star", "#": "pound"}
+    elements: list[str] = [
+        send(INVITE), recv(response=100, optional=True), recv(response=180, optional=True),
+        recv(response=200, rrs="true"), send(ACK, retrans=None), pause(1500),
+    ]
+    for key in keys:
+        elements += [play_pcap(PCAP_DIR / f"dtmf_2833_{names.get(key, key)}.pcap"),
+                     pause(500)]
+    elements += [pause(4000), send(BYE), recv(response=200, crlf="true")]
+    sipp = Sipp(tmp_run / "sipp", scenario("pcap keys", *elements),
+                remote=f"127.0.0.1:{node.sip_port}", local_ip=CARRIER_IP,
+                local_port=node.carrier_port, service="+862088880066")
+    result = sipp.run(timeout=60)
+    assert result.ok, result.describe()
+    started = [e for e in node.trace() if e.get("flow") == "pcap-keys"
+               and e.get("step") == "start"]
+    return result, started[-1]["call"]
+
+
+def test_sipp_pcap_keys_three_levels_reset_and_hash(node: NodeHandle, tmp_run: Path) -> None:
+    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    try:
+        assert agent.register().status == 200
+        _, call_id = pcap_keys_call(node, tmp_run, ["2", "3", "4", "5", "6", "*", "7", "8",
+                                                    "#"])
+        invite = agent.wait_request("INVITE", timeout=5)
+        assert parse_qs(invite.headers.get("X-BL-Data") or "") == {"code": ["78"]}
+        menus = [(s["node"], s["value"], s["ended_by"])
+                 for s in ivr_steps(node, call_id, "collected")]
+        assert menus == [("level1", "2", "single"), ("level2", "3", "single"),
+                         ("level3", "4", "single"), ("entry", "78", "terminator")]
+        dtmf = [e["digit"] for e in node.trace()
+                if e["call"] == call_id and e["event"] == "dtmf"]
+        assert dtmf == ["2", "3", "4", "5", "6", "*", "7", "8", "#"]  # each press once
+    finally:
+        agent.close()
+
+
+def test_sipp_pcap_shortcut_and_timeout(node: NodeHandle, tmp_run: Path) -> None:
+    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    try:
+        assert agent.register().status == 200
+        # 1 is no option of level 1 (invalid, asked again); the *0 shortcut jumps to the
+        # entry; 9 and then silence: the inter-digit timeout ends the entry. (The pcaps'
+        # sequence numbers jump between files: the receiver restarts its sequence, RFC
+        # 3550 A.1, and still reports each press once.)
+        _, call_id = pcap_keys_call(node, tmp_run, ["1", "*", "0", "9"])
+        invite = agent.wait_request("INVITE", timeout=5)
+        assert parse_qs(invite.headers.get("X-BL-Data") or "") == {"code": ["9"]}
+        assert [s["node"] for s in ivr_steps(node, call_id, "invalid")] == ["level1"]
+        assert [s["to"] for s in ivr_steps(node, call_id, "shortcut")] == ["entry"]
+        assert ivr_steps(node, call_id, "collected")[-1]["ended_by"] == "timeout"
+    finally:
+        agent.close()

@@ -103,7 +103,7 @@ def scenario(name: str, *elements: str) -> str:
     )
 
 
-_INVITE = (
+INVITE = (
     """INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
@@ -119,7 +119,7 @@ Content-Length: [len]
     + SDP_PCMU
 )
 
-_ACK = """ACK [next_url] SIP/2.0
+ACK = """ACK [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -130,7 +130,7 @@ Max-Forwards: 70
 Content-Length: 0
 """
 
-_BYE = """BYE [next_url] SIP/2.0
+BYE = """BYE [next_url] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
 To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
@@ -144,14 +144,14 @@ Content-Length: 0
 # A UAC: INVITE, expect 200 (after optional 100/180/183), ACK, pause (-d), BYE, expect 200.
 UAC_INVITE = scenario(
     "branchline uac invite",
-    send(_INVITE),
+    send(INVITE),
     recv(response=100, optional=True),
     recv(response=180, optional=True),
     recv(response=183, optional=True),
     recv(response=200, rtd="true", rrs="true"),
-    send(_ACK, retrans=None),
+    send(ACK, retrans=None),
     pause(),
-    send(_BYE),
+    send(BYE),
     recv(response=200, crlf="true"),
 )
 

@@ -239,3 +239,12 @@ def test_yaml_errors_name_the_line() -> None:
     with pytest.raises(FlowError) as err:
         load_flow("flow: x\nnodes: [unclosed\n")
     assert err.value.line == 3 or err.value.line == 2
+
+
+def test_shortcut_after_an_invalid_key() -> None:
+    r = Run(demo())
+    r.prompt_done()
+    r.prompt_done()
+    r.keys("7")  # not an option: asked again
+    r.keys("*0")
+    assert r.steps("shortcut") == [{"to": "account", "node": "main"}]
