@@ -132,8 +132,25 @@ class Hangup:
     prompt: PromptRef | None = None
 
 
-Node = Play | Menu | Collect | SetVars | Branch | Say | Transfer | Hangup
-NodeType = Literal["play", "menu", "collect", "set", "branch", "say", "transfer", "hangup"]
+@dataclass(frozen=True)
+class Action:
+    """A data action (R-4.12, R-4.14, R-4.15, R-4.16): ``http``, ``sql``, ``socket`` or
+    ``file``. ``literals`` are fixed fields, ``exprs`` are evaluated when the node runs
+    (a dotted name such as ``body.id`` builds a nested mapping). The result goes to
+    ``result`` and the error text (or "") to ``<result>_error``."""
+
+    kind: str
+    literals: tuple[tuple[str, Any], ...]
+    exprs: tuple[tuple[str, Expr], ...]
+    result: str
+    next: str | None
+    on_error: str | None
+    timeout: float = 5.0
+
+
+Node = Play | Menu | Collect | SetVars | Branch | Say | Transfer | Hangup | Action
+NodeType = Literal["play", "menu", "collect", "set", "branch", "say", "transfer", "hangup",
+                   "http", "sql", "socket", "file"]
 
 
 @dataclass(frozen=True)
@@ -222,10 +239,12 @@ def flow_from_dict(doc: Any) -> Flow:
 
 
 def _targets(path: str, node: Node) -> list[tuple[str, str | None]]:
-    if isinstance(node, Play | Collect | SetVars | Say):
+    if isinstance(node, Play | Collect | SetVars | Say | Action):
         out = [(f"{path}.next", node.next)]
         if isinstance(node, Collect):
             out.append((f"{path}.on_failure", node.on_failure))
+        if isinstance(node, Action):
+            out.append((f"{path}.on_error", node.on_error))
         return out
     if isinstance(node, Menu):
         return [(f"{path}.options.{k}", v) for k, v in node.options.items()] + [
@@ -362,9 +381,68 @@ def _hangup(path: str, d: dict[str, Any]) -> Hangup:
     return Hangup(_prompt(f"{path}.prompt", d.get("prompt")))
 
 
+_ACTION_FIELDS: dict[str, tuple[dict[str, type], set[str], set[str]]] = {
+    # kind: (literal fields with their types, expression fields, expression maps)
+    "http": ({"method": str}, {"url"}, {"body", "headers"}),
+    "sql": ({"database": str, "statement": str, "procedure": str, "max_rows": int},
+            set(), {"params"}),
+    "socket": ({"host": str, "port": int, "framing": str, "pooled": bool}, {"payload"},
+               set()),
+    "file": ({"op": str}, {"path", "content"}, set()),
+}
+_ACTION_REQUIRED = {"http": {"url"}, "sql": {"database"}, "socket": {"host", "port"},
+                    "file": {"op", "path"}}
+_ACTION_CHOICES = {
+    "method": ("GET", "POST", "PUT", "DELETE", "PATCH"),
+    "framing": ("line", "length4", "raw"),
+    "op": ("read", "write", "append", "delete", "list", "mkdir", "exists"),
+}
+
+
+def _action(kind: str) -> Any:
+    literal_types, expr_fields, expr_maps = _ACTION_FIELDS[kind]
+
+    def build(path: str, d: dict[str, Any]) -> Action:
+        for key in _ACTION_REQUIRED[kind]:
+            if key not in d:
+                raise FlowError(f"{path}.{key}", "is required")
+        literals = []
+        for key, kind_type in literal_types.items():
+            if key in d:
+                value = d[key]
+                if isinstance(value, bool) != (kind_type is bool) or not isinstance(
+                        value, kind_type):
+                    raise FlowError(f"{path}.{key}", f"must be a {kind_type.__name__}")
+                if key in _ACTION_CHOICES and value not in _ACTION_CHOICES[key]:
+                    raise FlowError(f"{path}.{key}",
+                                    f"one of {', '.join(_ACTION_CHOICES[key])}")
+                literals.append((key, value))
+        if kind == "sql" and ("statement" in d) == ("procedure" in d):
+            raise FlowError(path, "an sql node has exactly one of statement, procedure")
+        exprs = [(key, _expr(f"{path}.{key}", d[key])) for key in sorted(expr_fields)
+                 if key in d]
+        for key in sorted(expr_maps):
+            if key not in d:
+                continue
+            if not isinstance(d[key], dict):
+                raise FlowError(f"{path}.{key}", "must map names to expressions")
+            for name, text in d[key].items():
+                if not isinstance(name, str) or not _VAR_RE.match(name):
+                    raise FlowError(f"{path}.{key}.{name}", "names are identifiers")
+                exprs.append((f"{key}.{name}", _expr(f"{path}.{key}.{name}", text)))
+        result = d.get("result", "result")
+        if not isinstance(result, str) or not _VAR_RE.match(result):
+            raise FlowError(f"{path}.result", "variable names are identifiers")
+        return Action(kind, tuple(literals), tuple(exprs), result, _opt_id(d, "next", path),
+                      _opt_id(d, "on_error", path), _seconds(d, "timeout", path, 5.0))
+
+    return build
+
+
 _BUILDERS: dict[str, Any] = {
     "play": _play, "menu": _menu, "collect": _collect, "set": _set, "branch": _branch,
     "say": _say, "transfer": _transfer, "hangup": _hangup,
+    **{kind: _action(kind) for kind in _ACTION_FIELDS},
 }
 _FIELDS: dict[str, set[str]] = {
     "play": {"prompt", "next", "barge_in"},
@@ -379,6 +457,8 @@ _FIELDS: dict[str, set[str]] = {
     "say": {"value", "as", "next", "barge_in"},
     "transfer": {*TRANSFER_KINDS, "data"},
     "hangup": {"prompt"},
+    **{kind: {*lits, *exprs, *maps, "result", "next", "on_error", "timeout"}
+       for kind, (lits, exprs, maps) in _ACTION_FIELDS.items()},
 }
 
 

@@ -15,6 +15,7 @@ The interpreter is always in one of these modes::
                as type-ahead for the next input node
     prompting  a menu/collect prompt runs; keys go to the node's collector (barge-in)
     collecting the prompt has ended; the collector's timers run
+    action     a data action (http, sql, socket, file) runs; keys are kept as type-ahead
     done       transferred or hung up
 
 Entering a node that needs no input (set, branch, transfer, hangup) runs it at once
@@ -46,6 +47,7 @@ from appliance.ivr.digits import (
 )
 from appliance.ivr.expr import ExprError, evaluate
 from appliance.ivr.flow import (
+    Action,
     Branch,
     Collect,
     Flow,
@@ -90,6 +92,16 @@ class HangupCall:
 
 
 @dataclass(frozen=True)
+class RunAction:
+    """Run a data action; answer with ``action_done``. ``params`` holds the node's
+    fixed fields and its evaluated expressions (nested where names are dotted)."""
+
+    kind: str
+    params: Mapping[str, Any]
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Step:
     """One line of the call's IVR trace."""
 
@@ -99,7 +111,7 @@ class Step:
     detail: tuple[tuple[str, str], ...] = ()
 
 
-IvrCommand = PlayPrompt | StopPrompt | TransferCall | HangupCall
+IvrCommand = PlayPrompt | StopPrompt | TransferCall | HangupCall | RunAction
 
 
 class Interpreter:
@@ -172,6 +184,24 @@ class Interpreter:
             if self.mode == "done":
                 return
 
+    def action_done(self, ok: bool, value: Any, error: str | None, now: float) -> None:
+        """The data action of the current node finished."""
+        if self.mode != "action":
+            return
+        node = self.flow.nodes[self.node_id]
+        assert isinstance(node, Action)
+        self.variables[node.result] = value
+        self.variables[f"{node.result}_error"] = error or ""
+        self._step(now, self.node_id, "action_done", ok=ok, error=error or "",
+                   value=_show(value)[:200])
+        target = node.next if ok or node.on_error is None else node.on_error
+        if not ok and node.on_error is None:
+            self._finish(now, f"{node.kind} action failed at {self.node_id}: {error}")
+        elif target is None:
+            self._finish(now, "flow ended")
+        else:
+            self._enter(target, now)
+
     def prompt_done(self, now: float) -> None:
         if self.mode == "playing":
             target = self._pending_node
@@ -202,6 +232,9 @@ class Interpreter:
     # ----------------------------------------------------------------- engine
 
     def _key(self, key: str, now: float) -> None:
+        if self.mode == "action":
+            self.typeahead.append(key)  # for the next input node
+            return
         if self.mode == "playing":
             node = self.flow.nodes[self.node_id]
             if getattr(node, "barge_in", True):
@@ -307,6 +340,21 @@ class Interpreter:
                        **{f"data.{k}": v for k, v in data.items()})
             self._commands.append(TransferCall(node.kind, str(target), data))
             self.mode = "done"
+            return None
+        if isinstance(node, Action):
+            params: dict[str, Any] = dict(node.literals)
+            for name, expr in node.exprs:
+                value = self._eval(expr, now)
+                if self.mode == "done":
+                    return None
+                head, _, tail = name.partition(".")
+                if tail:
+                    params.setdefault(head, {})[tail] = value
+                else:
+                    params[name] = value
+            self._step(now, node_id, "action", kind=node.kind)
+            self.mode = "action"
+            self._commands.append(RunAction(node.kind, params, node.timeout))
             return None
         if isinstance(node, Hangup):
             if node.prompt is not None:

@@ -248,3 +248,45 @@ def test_shortcut_after_an_invalid_key() -> None:
     r.keys("7")  # not an option: asked again
     r.keys("*0")
     assert r.steps("shortcut") == [{"to": "account", "node": "main"}]
+
+
+def test_data_action_result_and_error_branch() -> None:
+    from appliance.ivr.interpreter import RunAction
+
+    f = flow_of({
+        "lookup": {"type": "http", "method": "POST", "url": "concat('http://h/acct/', id)",
+                   "body": {"id": "id", "twice": "number(id) * 2"}, "result": "acct",
+                   "timeout": 2, "next": "ok", "on_error": "failed"},
+        "ok": {"type": "transfer", "extension": "1001", "data": {"name": "acct.json.name"}},
+        "failed": {"type": "hangup"},
+    }, variables={"id": "42"})
+    r = Run(f)
+    [action] = [c for c in r.out if isinstance(c, RunAction)]
+    assert action.kind == "http" and action.timeout == 2.0
+    assert action.params == {"method": "POST", "url": "http://h/acct/42",
+                             "body": {"id": "42", "twice": 84}}
+    r.keys("5")  # typed while the action runs: kept for later
+    assert r.ivr.typeahead == ["5"]
+    r.ivr.action_done(True, {"status": 200, "json": {"name": "Ada"}}, None, r.now)
+    r._drain()
+    assert dict(r.transfer().data) == {"name": "Ada"}
+    # failure goes to on_error, with the error text in <result>_error
+    r = Run(f)
+    r.ivr.action_done(False, None, "timeout after 2.0 s", r.now)
+    r._drain()
+    assert isinstance(r.out[-1], HangupCall)
+    assert r.ivr.variables["acct_error"] == "timeout after 2.0 s"
+    assert r.steps("action_done")[-1]["ok"] == "false"
+
+
+def test_action_nodes_are_validated() -> None:
+    with pytest.raises(FlowError) as err:
+        flow_of({"q": {"type": "sql", "database": "crm", "statement": "select 1",
+                       "procedure": "p"}})
+    assert "exactly one of statement, procedure" in str(err.value)
+    with pytest.raises(FlowError) as err:
+        flow_of({"f": {"type": "file", "op": "chmod", "path": "'x'"}})
+    assert err.value.path == "nodes.f.op"
+    with pytest.raises(FlowError) as err:
+        flow_of({"s": {"type": "socket", "host": "h", "port": "80", "payload": "'x'"}})
+    assert err.value.path == "nodes.s.port"
