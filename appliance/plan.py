@@ -94,6 +94,10 @@ class Tenant:
     announcements: tuple[Announcement, ...] = ()
     outbound: tuple[OutboundRoute, ...] = ()
     flows: Mapping[str, Flow] = field(default_factory=dict)
+    # IVR data actions: databases by name (SQLAlchemy URLs: secrets, never shown) and
+    # the hosts HTTP and socket actions may reach (none unless listed)
+    databases: Mapping[str, str] = field(default_factory=dict, repr=False)
+    action_hosts: tuple[str, ...] = ()
 
     def extension(self, number: str) -> Extension | None:
         return next((e for e in self.extensions if e.number == number), None)
@@ -269,6 +273,7 @@ class Plan:
                         for r in t.outbound
                     ],
                     "flows": {name: dict(f.source) for name, f in t.flows.items()},
+                    "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                 }
                 for t in self.tenants
             ],
@@ -362,6 +367,18 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
             flows[name] = flow_from_dict(flow_doc)
         except FlowError as exc:
             raise PlanError(f"{path}.flows.{name}.{exc.path}", exc.message) from None
+    actions = doc.get("actions", {})
+    if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
+        raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
+    databases = actions.get("databases", {})
+    if not isinstance(databases, dict) or not all(
+            isinstance(k, str) and _ID_RE.match(k) and isinstance(v, str) and "://" in v
+            for k, v in databases.items()):
+        raise PlanError(f"{path}.actions.databases", "must map names to database URLs")
+    hosts = actions.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h for h in hosts):
+        raise PlanError(f"{path}.actions.hosts", "must be a list of host names or addresses")
+    hosts = tuple(hosts)
     dids = []
     for i, d in enumerate(_list(doc, "dids", path)):
         p = f"{path}.dids[{i}]"
@@ -388,5 +405,5 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     return Tenant(
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
-        flows=flows,
+        flows=flows, databases=databases, action_hosts=hosts,
     )

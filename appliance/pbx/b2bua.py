@@ -47,6 +47,7 @@ from appliance.ivr.interpreter import (
     HangupCall,
     Interpreter,
     PlayPrompt,
+    RunAction,
     StopPrompt,
     TransferCall,
 )
@@ -138,6 +139,17 @@ class StopPlayback:
 
 
 @dataclass(frozen=True)
+class RunIvrAction:
+    """Run an IVR data action for the tenant; answer with ``ivr_action_done``."""
+
+    leg: str
+    tenant_id: str | None
+    kind: str
+    params: Mapping[str, Any]
+    timeout: float
+
+
+@dataclass(frozen=True)
 class SendDtmf:
     leg: str
     digit: str
@@ -166,7 +178,7 @@ class TraceEvent:
 
 Command = (
     OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayPrompts
-    | StopPlayback
+    | StopPlayback | RunIvrAction
     | SendDtmf | CloseMedia | WriteCdr | TraceEvent
 )
 
@@ -323,6 +335,14 @@ class B2bua:
         self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
         if leg.ivr is not None and not leg.ivr.finished and leg.state == "up":
             leg.ivr.digit(digit, now)
+            self._drive_ivr(leg, now)
+
+    def ivr_action_done(self, leg_id: str, ok: bool, value: Any, error: str | None,
+                        now: float) -> None:
+        """A data action of the leg's flow finished (see ``RunIvrAction``)."""
+        leg = self._legs.get(leg_id)
+        if leg is not None and leg.ivr is not None and leg.state == "up":
+            leg.ivr.action_done(ok, value, error, now)
             self._drive_ivr(leg, now)
 
     def media_failed(self, leg_id: str, now: float) -> None:
@@ -638,6 +658,9 @@ class B2bua:
             elif isinstance(cmd, HangupCall):
                 leg.call.hangup_side = leg.call.hangup_side or "node"
                 self._hang_up(leg, now)
+            elif isinstance(cmd, RunAction):
+                self._commands.append(RunIvrAction(leg.id, leg.call.tenant_id, cmd.kind,
+                                                   cmd.params, cmd.timeout))
         for step in ivr.trace[leg.ivr_steps:]:
             self._trace(leg.call, "ivr", flow=ivr.flow.id, node=step.node, step=step.event,
                         **dict(step.detail))
