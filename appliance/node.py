@@ -20,9 +20,10 @@ from typing import Any, TextIO
 
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
+from appliance.ivr.actions import ActionRunner, action_from_params
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import B2bua, TraceEvent, WriteCdr
+from appliance.pbx.b2bua import B2bua, RunIvrAction, TraceEvent, WriteCdr
 from appliance.plan import Plan
 
 log = logging.getLogger("branchline.node")
@@ -99,6 +100,8 @@ class Node:
             wall_offset=time.time() - time.monotonic(), ring_timeout=cfg.ring_timeout,
         )
         self.cdrs: CdrWriter | None = None
+        self.actions: ActionRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.media: MediaPlane | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -110,6 +113,13 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.cdrs = CdrWriter(self.cfg.cdr_path)
+        self.actions = ActionRunner(
+            storage_root=self.cfg.storage_dir,
+            databases=lambda tenant, name: (t.databases.get(name)
+                                            if (t := self.plan.tenant(tenant)) else None),
+            allowed_hosts=lambda tenant: (t.action_hosts
+                                          if (t := self.plan.tenant(tenant)) else ()),
+        )
         self._trace_fh = open(self.cfg.trace_path, "a", encoding="utf-8")
         self.media = MediaPlane(
             ip=self.cfg.media_ip,
@@ -149,6 +159,11 @@ class Node:
         if self.media is not None:
             await self.media.close()
             self.media = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self.actions is not None:
+            await self.actions.close()
+            self.actions = None
         if self.cdrs is not None:
             self.cdrs.close()
             self.cdrs = None
@@ -183,6 +198,27 @@ class Node:
             log.exception("call control failed on %s", entry.__name__)
         self._flush()
 
+    def _run_action(self, cmd: RunIvrAction) -> None:
+        """Run a flow's data action off the call path; its result goes back to the core."""
+        if self.actions is None or self._loop is None:
+            return
+        runner = self.actions
+
+        async def run() -> None:
+            try:
+                action = action_from_params(cmd.kind, cmd.params, cmd.timeout)
+            except ValueError as exc:
+                self._into_core(self.core.ivr_action_done, cmd.leg, False, None,
+                                str(exc))
+                return
+            result = await runner.run(cmd.tenant_id or "", action)
+            self._into_core(self.core.ivr_action_done, cmd.leg, result.ok, result.value,
+                            result.error)
+
+        task = self._loop.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _send_sip(self) -> None:
         transport = self._transport
         if transport is None:
@@ -205,6 +241,8 @@ class Node:
                     self.cdrs.write(cmd.cdr)
             elif isinstance(cmd, TraceEvent):
                 self._write_trace(cmd)
+            elif isinstance(cmd, RunIvrAction):
+                self._run_action(cmd)
             elif self.media is not None:
                 self.media.execute(cmd)
         self._send_sip()  # media commands may have produced SIP
@@ -230,3 +268,4 @@ class Node:
             self._trace_fh.flush()
         log.info("call %s tenant=%s %s %s", ev.call_id, ev.tenant_id, ev.kind,
                  " ".join(f"{k}={v}" for k, v in ev.data))
+

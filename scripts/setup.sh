@@ -4,6 +4,12 @@
 #  - creates .venv with the system Python (only when missing)
 #  - installs the project in editable mode with dev extras (only when
 #    pyproject.toml changed since the last install)
+#  - makes sure PostgreSQL answers on 127.0.0.1:$BRANCHLINE_PG_PORT (default 5432) for
+#    the IVR SQL tests: when nothing answers there, installs Debian's postgresql (only
+#    if missing), creates a cluster on that port if none has it and starts it; then
+#    makes sure the login role branchline_test (password branchline_test, CREATEDB,
+#    not a superuser) exists. Debian's default pg_hba.conf already accepts password
+#    logins over TCP from 127.0.0.1 (scram-sha-256), so pg_hba.conf is not touched.
 set -euo pipefail
 
 die() { echo "setup: ERROR: $*" >&2; exit 1; }
@@ -22,6 +28,17 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1; then
     SUDO="sudo"
   fi
+fi
+
+# PostgreSQL for tests/ivr (see the header): installed only when nothing answers.
+PG_PORT="${BRANCHLINE_PG_PORT:-5432}"
+pg_ready() {
+  command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null
+}
+PG_START=0
+if ! pg_ready; then
+  PG_START=1
+  APT_PACKAGES+=(postgresql)
 fi
 
 # ---------------------------------------------------------------- apt packages
@@ -86,6 +103,72 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
 else
   say "Debian packages present"
+fi
+
+# ---------------------------------------------------------------- PostgreSQL
+# Runs a command as the postgres OS user (peer authentication on the local socket).
+as_postgres() {
+  if [ "$(id -u)" -eq 0 ]; then
+    (cd / && runuser -u postgres -- "$@")
+  elif [ -n "$SUDO" ]; then
+    (cd / && sudo -n -u postgres "$@")
+  else
+    return 1
+  fi
+}
+
+if [ "$PG_START" = 1 ]; then
+  say "nothing answers on 127.0.0.1:$PG_PORT: starting a local PostgreSQL cluster"
+  if ! command -v pg_lsclusters >/dev/null 2>&1; then
+    say "WARNING: pg_lsclusters missing (postgresql-common); SQL tests will be skipped"
+  else
+    clusters="$(pg_lsclusters -h 2>/dev/null || true)"
+    cluster="$(awk -v p="$PG_PORT" '$3 == p && !f {print $1, $2, $4; f = 1}' <<<"$clusters")"
+    if [ -z "$cluster" ]; then
+      ver="$( (ls /usr/lib/postgresql 2>/dev/null || true) | sort -V | tail -n 1)"
+      name=main
+      if [ -n "$(awk -v v="$ver" '$1 == v && $2 == "main"' <<<"$clusters")" ]; then
+        name=branchline  # "main" exists on another port: leave it alone
+      fi
+      if [ -z "$ver" ]; then
+        say "WARNING: no PostgreSQL server version under /usr/lib/postgresql"
+      else
+        say "pg_createcluster $ver $name --port $PG_PORT"
+        $SUDO pg_createcluster "$ver" "$name" --port "$PG_PORT" >/dev/null \
+          || say "WARNING: pg_createcluster failed"
+        cluster="$ver $name down"
+      fi
+    fi
+    read -r pg_ver pg_name pg_status <<<"${cluster:-- - -}"
+    if [ "$pg_ver" != "-" ] && [ "${pg_status%%,*}" != "online" ]; then
+      say "pg_ctlcluster $pg_ver $pg_name start"
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_ver" "$pg_name" start \
+        || say "WARNING: starting PostgreSQL $pg_ver/$pg_name failed (see /var/log/postgresql)"
+    fi
+  fi
+  if pg_ready; then
+    say "PostgreSQL accepting connections on 127.0.0.1:$PG_PORT"
+  else
+    say "WARNING: PostgreSQL still not answering on 127.0.0.1:$PG_PORT; SQL tests will be skipped"
+  fi
+else
+  say "PostgreSQL accepting connections on 127.0.0.1:$PG_PORT"
+fi
+
+# The tests' role. Best effort: a server we cannot administer locally (a container,
+# another host) keeps whatever roles it has, and the tests fall back to other logins.
+if pg_ready && id postgres >/dev/null 2>&1; then
+  role_sql="select 1 from pg_roles where rolname = 'branchline_test'"
+  if has_role="$(as_postgres psql -X -q -At -p "$PG_PORT" -d postgres -c "$role_sql" 2>/dev/null)"; then
+    if [ "$has_role" != 1 ]; then
+      say "creating PostgreSQL role branchline_test (tests only)"
+      as_postgres psql -X -q -p "$PG_PORT" -d postgres -c \
+        "create role branchline_test login createdb password 'branchline_test'" >/dev/null \
+        || say "WARNING: could not create role branchline_test"
+    fi
+  else
+    say "note: cannot administer the PostgreSQL on port $PG_PORT locally; role not checked"
+  fi
 fi
 
 # ---------------------------------------------------------------- virtualenv

@@ -26,6 +26,7 @@ from tests.harness.procs import (
     ManagedProcess,
     free_port_pair,
     free_port_range,
+    free_tcp_port,
     free_udp_port,
     wait_for_file,
 )
@@ -36,7 +37,7 @@ PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-
              "2001": "globex-2001-pw", "2002": "globex-2002-pw"}
 
 
-def test_plan(carrier_port: int) -> dict[str, Any]:
+def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
     return {
         "version": 1,
         "node": {"id": "e2e"},
@@ -53,6 +54,7 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
                     {"number": "+862088880060", "target": "600"},
                     {"number": "+862088880077", "target": "flow:acme-main"},
                     {"number": "+862088880066", "target": "flow:pcap-keys"},
+                    {"number": "+862088880055", "target": "flow:lookup"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
@@ -60,7 +62,8 @@ def test_plan(carrier_port: int) -> dict[str, Any]:
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
-                          "pcap-keys": PCAP_FLOW},
+                          "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port)},
+                "actions": {"hosts": ["127.0.0.1"]},
             },
             {
                 "id": "globex", "domain": "globex.example", "caller_id": "+85230000000",
@@ -93,12 +96,34 @@ PCAP_FLOW: dict[str, Any] = {
 }
 
 
+def lookup_flow(port: int) -> dict[str, Any]:
+    """A flow with data actions: an HTTP lookup by the caller's number, a file write in
+    the tenant's storage, then a transfer carrying what was found (or the error)."""
+    return {
+        "flow": "lookup", "version": 1, "start": "fetch", "variables": {"result_error": ""},
+        "nodes": {
+            "fetch": {"type": "http", "method": "GET", "result": "acct", "timeout": 2,
+                      "url": f"concat('http://127.0.0.1:{port}/accounts/', caller)",
+                      "next": "folder", "on_error": "broken"},
+            "folder": {"type": "file", "op": "mkdir", "path": "'calls'", "next": "save",
+                       "on_error": "broken"},
+            "save": {"type": "file", "op": "write", "path": "'calls/last.txt'",
+                     "content": "acct.json.name", "next": "go", "on_error": "broken"},
+            "go": {"type": "transfer", "extension": "1001",
+                   "data": {"name": "acct.json.name", "status": "string(acct.status)"}},
+            "broken": {"type": "transfer", "extension": "1001",
+                       "data": {"error": "concat(acct_error, result_error)"}},
+        },
+    }
+
+
 @dataclass
 class NodeHandle:
     run_dir: Path
     sip_port: int
     fs_port: int
     carrier_port: int
+    action_port: int
     manifest: dict[str, Any]
     proc: ManagedProcess
 
@@ -153,7 +178,9 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
     fs_port = free_udp_port("127.0.0.1")
     low, high = free_port_range("127.0.0.1", 400)
     plan_path = workdir / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port), allow_unicode=True))
+    action_port = free_tcp_port("127.0.0.1")
+    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port, action_port),
+                                        allow_unicode=True))
     proc = ManagedProcess(
         "node",
         [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",
@@ -164,7 +191,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
     ).start()
     wait_for_file(proc, workdir / "demo.json")
     manifest = json.loads((workdir / "demo.json").read_text())
-    return NodeHandle(workdir, sip_port, fs_port, carrier_port, manifest, proc)
+    return NodeHandle(workdir, sip_port, fs_port, carrier_port, action_port, manifest, proc)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,9 @@ the flow collects an account number and hands the call to an extension with its 
 
 from __future__ import annotations
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -135,3 +138,53 @@ def test_sipp_pcap_shortcut_and_timeout(node: NodeHandle, tmp_run: Path) -> None
         assert ivr_steps(node, call_id, "collected")[-1]["ended_by"] == "timeout"
     finally:
         agent.close()
+
+
+class _Accounts(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        number = self.path.rsplit("/", 1)[-1]
+        body = json.dumps({"number": number, "name": "Ada Lovelace"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_flow_data_actions_http_and_file_then_error_branch(
+        node: NodeHandle, phones: Any, tones: dict[int, Path]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", node.action_port), _Accounts)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    try:
+        assert agent.register().status == 200
+        pstn = carrier(node, phones, tones[440], user="13800138000")
+        call = pstn.dial(f"sip:+862088880055@127.0.0.1:{node.sip_port}")
+        call.wait_established()
+        invite = agent.wait_request("INVITE", timeout=10)
+        assert parse_qs(invite.headers.get("X-BL-Data") or "") == {
+            "name": ["Ada Lovelace"], "status": ["200"]}
+        saved = node.run_dir / "demo" / "node" / "storage" / "acme" / "files" / "calls"
+        assert (saved / "last.txt").read_text() == "Ada Lovelace"
+        pstn.hangup()
+        call.wait_closed()
+        # the service is gone: the flow takes its error branch, and says why
+        server.shutdown()
+        server.server_close()
+        call = pstn.dial(f"sip:+862088880055@127.0.0.1:{node.sip_port}")
+        call.wait_established()
+        invite = agent.wait_request("INVITE", timeout=10)
+        error = parse_qs(invite.headers.get("X-BL-Data") or "")["error"][0]
+        assert "refused" in error.lower() or "connect" in error.lower(), error
+        done = [e for e in node.trace() if e.get("step") == "action_done"]
+        assert [e["ok"] for e in done[-4:]] == ["true", "true", "true", "false"]
+        pstn.hangup()
+        call.wait_closed()
+    finally:
+        agent.close()
+        server.server_close()
+        thread.join(5)
