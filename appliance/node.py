@@ -49,6 +49,11 @@ class NodeConfig:
         return self.run_dir / "cdr.sqlite"
 
     @property
+    def status_path(self) -> Path:
+        """Live status (calls and IVR ports per tenant), rewritten every second."""
+        return self.run_dir / "status.json"
+
+    @property
     def trace_path(self) -> Path:
         return self.run_dir / "trace.jsonl"
 
@@ -102,6 +107,7 @@ class Node:
         self.cdrs: CdrWriter | None = None
         self.actions: ActionRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._status_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -140,6 +146,7 @@ class Node:
         except BaseException:
             await self.stop()
             raise
+        self._write_status()
         log.info("node %s up: edge %s:%d, feature server 127.0.0.1:%d", self.plan.node_id,
                  self.cfg.sip_host, self.cfg.sip_port, self.cfg.fs_port)
 
@@ -149,7 +156,23 @@ class Node:
         self.plan = plan
         self.core.set_plan(plan)
 
+    def _write_status(self) -> None:
+        """Every second: what the NOC and tenants see as live use of this node."""
+        status = {
+            "node": self.plan.node_id, "plan_version": self.plan.version,
+            "time": round(time.time(), 3), "calls": self.core.active_calls,
+            "tenants": self.core.usage(),
+        }
+        tmp = self.cfg.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, sort_keys=True))
+        tmp.replace(self.cfg.status_path)
+        if self._loop is not None:
+            self._status_timer = self._loop.call_later(1.0, self._write_status)
+
     async def stop(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.cancel()
+            self._status_timer = None
         await self.edge.stop()
         if self._timer is not None:
             self._timer.cancel()

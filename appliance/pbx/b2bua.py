@@ -306,6 +306,16 @@ class B2bua:
     def active_calls(self) -> int:
         return len(self.calls)
 
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Live use per tenant: calls in progress and IVR ports busy (R-4.17)."""
+        out: dict[str, dict[str, int]] = {}
+        for call in self.calls.values():
+            entry = out.setdefault(call.tenant_id or "", {"calls": 0, "ivr_busy": 0})
+            entry["calls"] += 1
+            entry["ivr_busy"] += sum(1 for leg in call.legs if leg.ivr is not None
+                                     and not leg.ivr.finished and leg.state == "up")
+        return out
+
     # ----------------------------------------------------------------- inputs
 
     def set_plan(self, plan: Plan) -> None:

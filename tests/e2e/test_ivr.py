@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,13 @@ from tests.harness.sipua import SipUa
 pytestmark = pytest.mark.e2e
 
 
+def wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def ivr_steps(node: NodeHandle, call: str, step: str) -> list[dict[str, Any]]:
     return [e for e in node.trace()
             if e["call"] == call and e["event"] == "ivr" and e["step"] == step]
@@ -49,6 +57,10 @@ def run_ivr_call(node: NodeHandle, phones: Any, tones: dict[int, Path], keys: li
         started = node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "start"
                                   and not any(c["call_id"] == e["call"] for c in node.cdrs()))
         call_id = started[-1]["call"]
+        # live use: this caller holds one of acme's IVR ports
+        status = Path(node.manifest["status"]["path"])
+        wait_until(lambda: json.loads(status.read_text())["tenants"].get(
+            "acme", {}).get("ivr_busy", 0) >= 1, 5)
         for chunk in keys:
             pstn.send_dtmf(chunk)
         invite = agent.wait_request("INVITE", timeout=20)

@@ -14,6 +14,7 @@ from appliance.pbx.b2bua import (
     CloseMedia,
     ConfigureMedia,
     OpenMedia,
+    PlayPrompts,
     SendDtmf,
     StartEcho,
     TraceEvent,
@@ -300,3 +301,17 @@ def test_hold_then_quick_resume_reaches_the_other_side_in_order() -> None:
     assert methods == ["ACK", "INVITE"]
     resume = next(m for m, _ in msgs if isinstance(m, Request) and m.method == "INVITE")
     assert b"a=sendrecv" in resume.body
+
+
+def test_usage_counts_calls_and_ivr_ports_per_tenant() -> None:
+    doc = copy.deepcopy(DOC)
+    doc["tenants"][0]["flows"] = {"f": {"flow": "f", "version": 1, "start": "m", "nodes": {
+        "m": {"type": "menu", "prompt": "Press 1", "options": {"1": "m"}}}}}
+    doc["tenants"][0]["dids"].append({"number": "+862088880077", "target": "flow:f"})
+    c = B2bua(plan=Plan.from_dict(doc), local_ip=FS[0], local_port=FS[1], edge=EDGE,
+              media_ip="127.0.0.1", ports=PortPool(30000, 30100))
+    c.receive(invite("sip:+862088880077@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier", call_id="c2"),
+              EDGE, 1.0)
+    assert c.usage() == {"acme": {"calls": 2, "ivr_busy": 1}}
+    assert any(isinstance(x, PlayPrompts) for x in c.commands())
