@@ -1067,6 +1067,7 @@ class B2bua:
         if leg.port:
             self._commands.append(CloseMedia(leg.id, leg.port))
             self.ports.release(leg.port)
+            leg.port = 0  # released once: it may belong to another call from now on
         self._legs.pop(leg.id, None)
         call = leg.call
         if all(x.state == "ended" for x in call.legs):

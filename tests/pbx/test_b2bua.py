@@ -315,3 +315,36 @@ def test_usage_counts_calls_and_ivr_ports_per_tenant() -> None:
               EDGE, 1.0)
     assert c.usage() == {"acme": {"calls": 2, "ivr_busy": 1}}
     assert any(isinstance(x, PlayPrompts) for x in c.commands())
+
+
+def test_answer_after_cancel_is_acked_and_released_once() -> None:
+    """The callee's 200 crosses the caller's CANCEL: we ACK and BYE it, and its RTP
+    port goes back to the pool exactly once (it may already serve another call)."""
+    c = core()
+    total = c.ports.available
+    c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    msgs, _ = drain(c)
+    b_invite = next(m for m, _ in msgs if isinstance(m, Request))
+    cancel = (
+        "CANCEL sip:+862088880001@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-edge-c1\r\nMax-Forwards: 69\r\n"
+        "From: <sip:+8613800000000@127.0.0.2>;tag=caller\r\n"
+        "To: <sip:+862088880001@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 CANCEL\r\n"
+        "Content-Length: 0\r\n\r\n").encode()
+    c.receive(cancel, EDGE, 1.1)
+    msgs, _ = drain(c)
+    assert sorted(m.status for m, _ in msgs if isinstance(m, Response)) == [200, 487]
+    # no provisional yet, so our CANCEL towards the phone waits; the phone answers
+    answer = make_offer("127.0.0.8", 41000, session_id=2, version=1).to_bytes()
+    c.receive((
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {b_invite.headers.get('Via')}\r\nFrom: {b_invite.headers.get('From')}\r\n"
+        f"To: {b_invite.headers.get('To')};tag=phone\r\nCall-ID: {b_invite.call_id}\r\n"
+        "CSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:7000>\r\n"
+        "Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(answer)}\r\n\r\n").encode() + answer, EDGE, 1.2)
+    msgs, cmds = drain(c)
+    assert [m.method for m, _ in msgs if isinstance(m, Request)] == ["ACK", "BYE"]
+    [cdr] = [x.cdr for x in cmds if isinstance(x, WriteCdr)]
+    assert cdr.disposition == "cancelled" and cdr.answer is None
+    assert c.ports.available == total and c.active_calls == 0
