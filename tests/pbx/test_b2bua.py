@@ -326,11 +326,11 @@ def test_answer_after_cancel_is_acked_and_released_once() -> None:
     msgs, _ = drain(c)
     b_invite = next(m for m, _ in msgs if isinstance(m, Request))
     cancel = (
-        "CANCEL sip:+862088880001@127.0.0.1 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-edge-c1\r\nMax-Forwards: 69\r\n"
-        "From: <sip:+8613800000000@127.0.0.2>;tag=caller\r\n"
-        "To: <sip:+862088880001@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 CANCEL\r\n"
-        "Content-Length: 0\r\n\r\n").encode()
+        b"CANCEL sip:+862088880001@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-edge-c1\r\nMax-Forwards: 69\r\n"
+        b"From: <sip:+8613800000000@127.0.0.2>;tag=caller\r\n"
+        b"To: <sip:+862088880001@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 CANCEL\r\n"
+        b"Content-Length: 0\r\n\r\n")
     c.receive(cancel, EDGE, 1.1)
     msgs, _ = drain(c)
     assert sorted(m.status for m, _ in msgs if isinstance(m, Response)) == [200, 487]
