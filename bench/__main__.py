@@ -12,6 +12,8 @@ Phases (each on both systems, node first, interleaved so background load hits bo
 
 Prints the tables, writes ``run/bench/results.json`` and the results section of
 ``docs/BENCHMARKS.md`` (``--no-write`` to skip).  ``--quick``: a smoke run of seconds.
+``--ivr``: instead, the IVR ports benchmark (callers in prompt + digit collection, see
+``bench/ivr.py``), with its own section of ``docs/BENCHMARKS.md``.
 Everything runs on 127.0.0.0/8, bounded in calls and time.
 """
 
@@ -55,11 +57,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=REPO / "run" / "bench")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     p.add_argument("--no-write", action="store_true", help="do not update docs/BENCHMARKS.md")
+    p.add_argument("--ivr", action="store_true",
+                   help="run the IVR ports benchmark (bench/ivr.py) instead of the phases above")
+    p.add_argument("--ivr-levels", default="50,100,200,300",
+                   help="concurrent IVR callers per level (--ivr; --quick: 20)")
+    p.add_argument("--ivr-baseline", choices=("run", "reuse", "none"), default="run",
+                   help="relay baseline of --ivr: run Kamailio + rtpengine at the same N, "
+                        "reuse run/bench/results.json, or none")
     args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
         args.levels, args.steady = "20", 3.0
         args.pdd_calls, args.pdd_media, args.sig_calls = 40, 1.0, 40
         args.profile = min(args.profile, 2.0)
+        args.ivr_levels = "20"
+    args.ivr_level_list = [int(x) for x in str(args.ivr_levels).split(",") if x.strip()]
+    if args.ivr and (not args.ivr_level_list
+                     or not all(1 <= n <= 1000 for n in args.ivr_level_list)):
+        p.error("--ivr-levels must be between 1 and 1000 calls")
     args.level_list = [int(x) for x in str(args.levels).split(",") if x.strip()]
     bad = [n for n in args.level_list if not 1 <= n <= 1000]
     if bad or not args.level_list:
@@ -78,6 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.ivr:
+        from bench import ivr
+        return ivr.run(args, args.workdir, None if args.no_write else args.doc)
     workdir: Path = args.workdir
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -12,12 +12,14 @@ Clear-text passwords never reach Kamailio's files: only ``MD5(user:realm:pw)``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ctypes
 import logging
 import os
 import shutil
 import signal
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,13 @@ class EdgeConfig:
     def cfg_path(self) -> Path:
         return self.run_dir / "kamailio.cfg"
 
+    @property
+    def ctl_socket(self) -> Path:
+        """Kamailio's control socket. Unix socket paths are limited to about 100 bytes,
+        so it lives in the temp directory under a name derived from the run directory."""
+        digest = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"branchline-kamailio-{digest}.ctl"
+
 
 def module_path() -> str:
     for p in MODULE_PATHS:
@@ -117,6 +126,7 @@ def render_config(cfg: EdgeConfig) -> str:
         "extra_listen": "",
         "module_path": module_path(),
         "run_dir": str(cfg.run_dir),
+        "ctl_socket": str(cfg.ctl_socket),
         "db_path": str(cfg.db_path),
         "fs_ip": cfg.fs_ip,
         "fs_port": str(cfg.fs_port),
@@ -226,7 +236,7 @@ class KamailioEdge:
         write_subscriber_db(self.cfg.db_path, plan)
         for cmd in ("domain.reload", "permissions.addressReload"):
             proc = await asyncio.create_subprocess_exec(
-                "kamcmd", "-s", f"unix:{self.cfg.run_dir}/kamailio_ctl", cmd,
+                "kamcmd", "-s", f"unix:{self.cfg.ctl_socket}", cmd,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )
             out, _ = await proc.communicate()
