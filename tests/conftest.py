@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import threading
 import time
 import zlib
@@ -26,7 +27,9 @@ import pytest
 from tests.harness import procs
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_ROOT = REPO / "run" / "tests"
+# Short and independent of where the checkout lives: baresip and Kamailio silently fail
+# on long paths (recording files, Unix sockets).
+RUN_ROOT = Path(tempfile.gettempdir()) / "branchline-tests"
 _SESSION_DIR: Path | None = None
 _GRACE = 2.0  # seconds a test's children/threads get to finish after it returns
 
@@ -37,7 +40,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def _session_dir() -> Path:
-    """``run/tests/<pid>``, created once per pytest process; dirs of dead runs are removed."""
+    """``<tmp>/branchline-tests/<pid>``, once per pytest process; dead runs' dirs are removed."""
     global _SESSION_DIR
     if _SESSION_DIR is None:
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
@@ -54,11 +57,11 @@ def _session_dir() -> Path:
 def tmp_run(request: pytest.FixtureRequest) -> Path:
     """A fresh directory for this test's configs, logs and recordings.
 
-    ``run/tests/<pytest pid>/<test name>-<hash>`` (kept after the test for inspection; the
+    ``<tmp>/branchline-tests/<pytest pid>/<test name>-<hash>`` (kept after the test for inspection; the
     next pytest run removes it). Short enough for Unix socket paths inside it.
     """
     node = request.node
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.name)[:40]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.name)[:24]
     digest = f"{zlib.crc32(node.nodeid.encode()):08x}"
     d = _session_dir() / f"{name}-{digest}"
     shutil.rmtree(d, ignore_errors=True)
