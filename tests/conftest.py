@@ -57,8 +57,9 @@ def _session_dir() -> Path:
 def tmp_run(request: pytest.FixtureRequest) -> Path:
     """A fresh directory for this test's configs, logs and recordings.
 
-    ``<tmp>/branchline-tests/<pytest pid>/<test name>-<hash>`` (kept after the test for inspection; the
-    next pytest run removes it). Short enough for Unix socket paths inside it.
+    ``<tmp>/branchline-tests/<pytest pid>/<test name>-<hash>`` (kept after the test for
+    inspection; the next pytest run removes it). Short enough for Unix socket paths and
+    for baresip's recording paths inside it.
     """
     node = request.node
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", node.name)[:24]
