@@ -12,8 +12,8 @@ Clear-text passwords never reach Kamailio's files: only ``MD5(user:realm:pw)``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ctypes
+import hashlib
 import logging
 import os
 import shutil
