@@ -608,7 +608,7 @@ class B2bua:
             self._attended_transfer(leg, other, now)
             return
         route = self.plan.route(leg.party, target.user or "")
-        if route.kind not in ("extension", "hunt_group", "trunk"):
+        if route.kind not in ("extension", "hunt_group", "trunk", "flow"):
             self._respond(key, req, 404, None, now)
             return
         self._respond(key, req, 202, None, now)
@@ -617,6 +617,19 @@ class B2bua:
         leg.peer = None
         peer.peer = None
         self._commands.append(UnbridgeMedia(peer.id))
+        if route.kind == "flow":
+            # agent -> IVR: the caller's own leg is handed to the flow, with the
+            # call's data; no new leg is needed since media is anchored here
+            assert route.flow is not None
+            peer.ivr = Interpreter(route.flow, variables={
+                "caller": peer.call.caller, "dialled": target.user or "",
+                "tenant": peer.call.tenant_id or "", "transferred_by": leg.number})
+            peer.ivr_steps = 0
+            peer.ivr.start(now)
+            self._drive_ivr(peer, now)
+            self._notify_refer(leg, "200 OK", now)
+            self._arm(now + 5.0, "transferor_bye", leg)
+            return
         members = route.members or (route.target,)
         b = self._place_b(leg.call, peer, route, members[0], now, rest=members[1:])
         if b is not None:

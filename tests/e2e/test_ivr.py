@@ -200,3 +200,30 @@ def test_flow_data_actions_http_and_file_then_error_branch(
         agent.close()
         server.server_close()
         thread.join(5)
+
+
+def test_agent_transfers_caller_to_the_ivr(node: NodeHandle, phones: Any,
+                                           tones: dict[int, Path]) -> None:
+    """R-4.9 agent -> IVR: the agent blind-transfers the caller to the flow's number;
+    the caller walks the flow and is handed on with the data it collected."""
+    alice = phones(node.account("1001"), tone=tones[1000])
+    pstn = carrier(node, phones, tones[440])
+    before = {e["call"] for e in node.trace()}
+    call = pstn.dial(f"sip:+862088880001@127.0.0.1:{node.sip_port}")
+    call.wait_established()
+    alice.wait_for_event("CALL_ESTABLISHED")
+    alice.transfer("sip:+862088880077@acme.example")
+    alice.wait_for_event("CALL_CLOSED")
+    started = node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "start"
+                              and e["call"] not in before)
+    call_id = started[-1]["call"]
+    assert node.wait_trace(lambda e: e["call"] == call_id and e["event"] == "transfer"
+                           and e.get("mode") == "blind")
+    pstn.send_dtmf("3*1*1")
+    pstn.send_dtmf("4321#")
+    node.wait_trace(lambda e: e["call"] == call_id and e.get("step") == "transfer", 20)
+    [transfer] = ivr_steps(node, call_id, "transfer")
+    assert transfer["data.account"] == "4321" and transfer["target"] == "1001"
+    alice.wait_for_event("CALL_ESTABLISHED")  # the flow hands the caller back to 1001
+    pstn.hangup()
+    call.wait_closed()
