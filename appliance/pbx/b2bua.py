@@ -396,6 +396,26 @@ class B2bua:
                 except Exception as exc:  # our fault: answer 500, keep serving, report
                     self.errors.append(exc)
                     self._protocol_error(ev, SipError("internal error"), now, status=500)
+                    self._abandon(ev, now)
+
+    def _abandon(self, ev: object, now: float) -> None:
+        """After a bug while setting up a call: release whatever the call already holds
+        (legs, ports, media) so that nothing lingers, and write its CDR."""
+        if not isinstance(ev, RequestReceived):
+            return
+        leg = self._leg_by_server.get(ev.key)
+        if leg is None or leg.call.ended:
+            return
+        call = leg.call
+        call.status = call.status or 500
+        for other in list(call.legs):
+            other.peer = None
+            if other is not leg:  # the INVITE itself was just answered 500
+                try:
+                    self._hang_up(other, now)
+                except Exception as exc:  # keep cleaning up the rest
+                    self.errors.append(exc)
+            self._end_leg(other, now)
 
     def _dispatch(self, ev: object, now: float) -> None:
         if isinstance(ev, RequestReceived):

@@ -348,3 +348,23 @@ def test_answer_after_cancel_is_acked_and_released_once() -> None:
     [cdr] = [x.cdr for x in cmds if isinstance(x, WriteCdr)]
     assert cdr.disposition == "cancelled" and cdr.answer is None
     assert c.ports.available == total and c.active_calls == 0
+
+
+def test_a_bug_mid_setup_releases_what_the_call_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    import appliance.pbx.b2bua as b2bua
+
+    c = core()
+    total = c.ports.available
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("bug after the media port was taken")
+
+    monkeypatch.setattr(b2bua, "make_offer", broken)  # fails while placing the B leg
+    c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    msgs, cmds = drain(c)
+    assert [m.status for m, _ in msgs if isinstance(m, Response)] == [500]
+    assert c.active_calls == 0 and c.ports.available == total
+    [cdr] = [x.cdr for x in cmds if isinstance(x, WriteCdr)]
+    assert (cdr.sip_status, cdr.disposition) == (500, "failed")
+    opened = {x.leg for x in cmds if isinstance(x, OpenMedia)}
+    assert opened == {x.leg for x in cmds if isinstance(x, CloseMedia)}
