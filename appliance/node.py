@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +42,6 @@ class NodeConfig:
     record_calls: bool = False
     ring_timeout: float = 60.0
     edge_children: int = 2
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def cdr_path(self) -> Path:
@@ -113,7 +112,6 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._trace_fh: TextIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.trace: list[TraceEvent] = []
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -281,9 +279,6 @@ class Node:
             self._timer = self._loop.call_later(delay, self._on_timer)
 
     def _write_trace(self, ev: TraceEvent) -> None:
-        self.trace.append(ev)
-        if len(self.trace) > 10000:
-            del self.trace[:5000]
         record = {"ts": round(time.time(), 3), "tenant": ev.tenant_id, "call": ev.call_id,
                   "event": ev.kind, **dict(ev.data)}
         if self._trace_fh is not None:

@@ -289,11 +289,19 @@ def _menu(path: str, d: dict[str, Any]) -> Menu:
     return Menu(
         prompt=_prompt(f"{path}.prompt", d.get("prompt"), required=True) or {},
         options=opts, timeout=_seconds(d, "timeout", path, 5.0),
-        retries=_count(d, "retries", path, 2),
-        invalid_prompt=_prompt(f"{path}.invalid_prompt", d.get("invalid_prompt")),
-        no_input_prompt=_prompt(f"{path}.no_input_prompt", d.get("no_input_prompt")),
-        on_failure=_opt_id(d, "on_failure", path), barge_in=_bool(d, "barge_in", path, True),
+        **_asking(path, d),
     )
+
+
+def _asking(path: str, d: dict[str, Any]) -> dict[str, Any]:
+    """The fields menus and collects share: retries, retry prompts, failure, barge-in."""
+    return {
+        "retries": _count(d, "retries", path, 2),
+        "invalid_prompt": _prompt(f"{path}.invalid_prompt", d.get("invalid_prompt")),
+        "no_input_prompt": _prompt(f"{path}.no_input_prompt", d.get("no_input_prompt")),
+        "on_failure": _opt_id(d, "on_failure", path),
+        "barge_in": _bool(d, "barge_in", path, True),
+    }
 
 
 def _collect(path: str, d: dict[str, Any]) -> Collect:
@@ -318,10 +326,7 @@ def _collect(path: str, d: dict[str, Any]) -> Collect:
         raise FlowError(path, str(exc)) from None
     return Collect(
         prompt=_prompt(f"{path}.prompt", d.get("prompt")), variable=variable, spec=spec,
-        next=_opt_id(d, "next", path), retries=_count(d, "retries", path, 2),
-        invalid_prompt=_prompt(f"{path}.invalid_prompt", d.get("invalid_prompt")),
-        no_input_prompt=_prompt(f"{path}.no_input_prompt", d.get("no_input_prompt")),
-        on_failure=_opt_id(d, "on_failure", path), barge_in=_bool(d, "barge_in", path, True),
+        next=_opt_id(d, "next", path), **_asking(path, d),
     )
 
 

@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -31,6 +31,7 @@ from tests.harness.procs import (
     wait_for_file,
 )
 
+T = TypeVar("T")
 CARRIER_IP = "127.0.0.2"
 SAMPLE_FLOW = Path(__file__).resolve().parents[2] / "appliance/ivr/samples/acme-main.yaml"
 PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-pw",
@@ -117,6 +118,18 @@ def lookup_flow(port: int) -> dict[str, Any]:
     }
 
 
+def wait_for(probe: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout} s")
+        time.sleep(0.05)
+
+
 @dataclass
 class NodeHandle:
     run_dir: Path
@@ -139,14 +152,8 @@ class NodeHandle:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def wait_cdr(self, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for cdr in self.cdrs():
-                if predicate(cdr):
-                    return cdr
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no matching CDR; have {self.cdrs()}")
-            time.sleep(0.1)
+        return wait_for(lambda: next((c for c in self.cdrs() if predicate(c)), None),
+                        timeout, "a matching CDR")
 
     def trace(self) -> list[dict[str, Any]]:
         path = Path(self.manifest["trace"]["path"])
@@ -155,14 +162,8 @@ class NodeHandle:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def wait_trace(self, predicate: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [e for e in self.trace() if predicate(e)]
-            if found:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError("no matching trace event")
-            time.sleep(0.1)
+        return wait_for(lambda: [e for e in self.trace() if predicate(e)], timeout,
+                        "a matching trace event")
 
     def account(self, number: str, password: str | None = None, **kw: Any) -> Account:
         domain = "acme.example" if number.startswith("1") else "globex.example"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.e2e.conftest import CARRIER_IP, PASSWORDS, NodeHandle
+from tests.e2e.conftest import CARRIER_IP, PASSWORDS, NodeHandle, wait_for
 from tests.e2e.test_calls import carrier
 from tests.harness.sipp import (
     ACK,
@@ -30,13 +29,6 @@ from tests.harness.sipp import (
 from tests.harness.sipua import SipUa
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def ivr_steps(node: NodeHandle, call: str, step: str) -> list[dict[str, Any]]:
@@ -59,8 +51,8 @@ def run_ivr_call(node: NodeHandle, phones: Any, tones: dict[int, Path], keys: li
         call_id = started[-1]["call"]
         # live use: this caller holds one of acme's IVR ports
         status = Path(node.manifest["status"]["path"])
-        wait_until(lambda: json.loads(status.read_text())["tenants"].get(
-            "acme", {}).get("ivr_busy", 0) >= 1, 5)
+        wait_for(lambda: json.loads(status.read_text())["tenants"].get(
+            "acme", {}).get("ivr_busy", 0) >= 1, 5, "a busy IVR port in status.json")
         for chunk in keys:
             pstn.send_dtmf(chunk)
         invite = agent.wait_request("INVITE", timeout=20)
