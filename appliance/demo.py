@@ -117,6 +117,7 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
             "command": [sys.executable, "-m", "appliance.cdr", "--db", str(cfg.cdr_path)],
         },
         "status": {"path": str(cfg.status_path)},
+        "storage": {"path": str(cfg.storage_dir)},
         "trace": {
             "path": str(cfg.trace_path),
             "command": [sys.executable, "-m", "appliance.trace", "--file",

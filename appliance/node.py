@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ from typing import Any, TextIO
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.ivr.actions import ActionRunner, action_from_params
+from appliance.ivr.voicemail import MailboxActions, VoicemailError, VoicemailStore
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import B2bua, RunIvrAction, TraceEvent, WriteCdr
+from appliance.media.wav import write_wav
+from appliance.pbx.b2bua import B2bua, CaptureAudio, RunIvrAction, TraceEvent, WriteCdr
 from appliance.plan import Plan
 
 log = logging.getLogger("branchline.node")
+MIN_MESSAGE_SECONDS = 1.0  # shorter voicemail is a caller who hung up at the beep
+_RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class Node:
         )
         self.cdrs: CdrWriter | None = None
         self.actions: ActionRunner | None = None
+        self.voicemail = VoicemailStore(cfg.storage_dir)
+        self.mailboxes = MailboxActions(self.voicemail, self._pin_hash)
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
@@ -130,6 +137,7 @@ class Node:
             on_dtmf=self._on_media_dtmf,
             on_playback_done=self._on_playback_done,
             on_failure=self._on_media_failure,
+            on_capture=self._on_capture,
             storage_dir=self.cfg.storage_dir,
             recordings_dir=self.cfg.recordings_dir if self.cfg.record_calls else None,
             cache_dir=self.cfg.run_dir / "tts-cache",
@@ -221,24 +229,113 @@ class Node:
 
     def _run_action(self, cmd: RunIvrAction) -> None:
         """Run a flow's data action off the call path; its result goes back to the core."""
-        if self.actions is None or self._loop is None:
+        if self.actions is None:
             return
         runner = self.actions
+        tenant = cmd.tenant_id or ""
 
         async def run() -> None:
+            if cmd.kind == "mailbox":
+                try:
+                    value = await asyncio.wait_for(asyncio.to_thread(
+                        self.mailboxes.run, tenant, dict(cmd.params)), cmd.timeout)
+                except (VoicemailError, TimeoutError) as exc:
+                    self._into_core(self.core.ivr_action_done, cmd.leg, False, None,
+                                    str(exc) or "timed out")
+                else:
+                    self._into_core(self.core.ivr_action_done, cmd.leg, True, value, None)
+                    if cmd.params.get("op") in ("mark", "delete"):
+                        await asyncio.to_thread(self._tell_mailbox_phone, tenant,
+                                                str(cmd.params.get("mailbox")))
+                return
             try:
                 action = action_from_params(cmd.kind, cmd.params, cmd.timeout)
             except ValueError as exc:
                 self._into_core(self.core.ivr_action_done, cmd.leg, False, None,
                                 str(exc))
                 return
-            result = await runner.run(cmd.tenant_id or "", action)
+            result = await runner.run(tenant, action)
             self._into_core(self.core.ivr_action_done, cmd.leg, result.ok, result.value,
                             result.error)
 
-        task = self._loop.create_task(run())
+        self._spawn(run())
+
+    def _spawn(self, coro: Any) -> None:
+        if self._loop is None:
+            return
+        task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _pin_hash(self, tenant_id: str, mailbox: str) -> str | None:
+        tenant = self.plan.tenant(tenant_id)
+        box = tenant.mailbox(mailbox) if tenant is not None else None
+        return box.pin if box is not None else None
+
+    def _on_capture(self, cmd: CaptureAudio, audio: Any, reason: str, speech: bool) -> None:
+        """A capture ended: keep the recording or message (even if the caller has hung
+        up), or recognise the speech; then tell the flow."""
+        self._spawn(self._finish_capture(cmd, audio, reason, speech))
+
+    async def _finish_capture(self, cmd: CaptureAudio, audio: Any, reason: str,
+                              speech: bool) -> None:
+        spec = cmd.capture
+        seconds = round(len(audio) / 8000, 2)
+        ok, value, error = True, None, None
+        try:
+            if spec.kind == "voicemail":
+                value = await asyncio.to_thread(self._deposit, cmd, audio)
+                value.update(ended_by=reason)
+            elif spec.kind == "record":
+                path = await asyncio.to_thread(self._save_recording, cmd, audio)
+                value = {"path": path, "seconds": seconds, "ended_by": reason}
+            else:
+                value = {"speech": speech, "choice": None, "text": "", "ended_by": reason}
+                if speech:
+                    value.update(await self._recognise(cmd, audio))
+        except (VoicemailError, OSError, ValueError) as exc:
+            ok, error = False, str(exc)
+        self._into_core(self.core.capture_finished, cmd.leg, spec.seq, ok, value, error)
+
+    def _deposit(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:
+        """Leave a voicemail message (worker thread) and tell the mailbox's phone."""
+        tenant_id, mailbox = cmd.tenant_id or "", cmd.capture.target
+        tenant = self.plan.tenant(tenant_id)
+        box = tenant.mailbox(mailbox) if tenant is not None else None
+        if box is None:
+            raise VoicemailError(f"no mailbox {mailbox}")
+        if len(audio) < MIN_MESSAGE_SECONDS * 8000:
+            raise VoicemailError("message too short, not kept")
+        msg = self.voicemail.deposit(tenant_id, mailbox, audio, caller=cmd.caller,
+                                     call=cmd.call_id)
+        log.info("voicemail tenant=%s mailbox=%s message %s (%.1f s) from %s", tenant_id,
+                 mailbox, msg.id, msg.seconds, cmd.caller)
+        self._tell_mailbox_phone(tenant_id, mailbox)
+        return {"mailbox": mailbox, "id": msg.id, "seconds": msg.seconds}
+
+    def _tell_mailbox_phone(self, tenant_id: str, mailbox: str) -> None:
+        """Message waiting (worker thread): the mailbox's phone learns the counts."""
+        tenant = self.plan.tenant(tenant_id)
+        box = tenant.mailbox(mailbox) if tenant is not None else None
+        if box is None or box.extension is None or self._loop is None:
+            return
+        new, saved = self.voicemail.counts(tenant_id, mailbox)
+        self._loop.call_soon_threadsafe(self._into_core, self.core.notify_messages,
+                                        tenant_id, box.extension, mailbox, new, saved)
+
+    async def _recognise(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:
+        raise ValueError("no speech recogniser on this node")
+
+    def _save_recording(self, cmd: CaptureAudio, audio: Any) -> str:
+        name = cmd.capture.target or f"{cmd.call_id}-{cmd.capture.seq}"
+        if not _RECORDING_NAME.fullmatch(name):
+            raise ValueError(f"a recording name is 1-64 letters, digits, - or _, not {name!r}")
+        folder = self.cfg.storage_dir / (cmd.tenant_id or "_unrouted") / "recordings"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        write_wav(tmp, audio)
+        tmp.replace(folder / f"{name}.wav")
+        return f"recordings/{name}.wav"
 
     def _send_sip(self) -> None:
         transport = self._transport

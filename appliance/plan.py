@@ -22,7 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.ivr.flow import Flow, FlowError, flow_from_dict
+from appliance.ivr.flow import Flow, FlowError, flow_from_dict, subflow_names
+from appliance.ivr.system import SYSTEM_FLOWS
+from appliance.passwords import is_hash
 
 TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow", "none"]
 
@@ -70,6 +72,17 @@ class Announcement:
 
 
 @dataclass(frozen=True)
+class Mailbox:
+    """A voicemail box (R-4.10); ``pin`` is a hash (``appliance.passwords``), and
+    ``extension`` is the phone told about waiting messages."""
+
+    number: str
+    pin: str = field(repr=False)
+    name: str = ""
+    extension: str | None = None
+
+
+@dataclass(frozen=True)
 class Did:
     number: str
     target: str
@@ -98,6 +111,10 @@ class Tenant:
     # the hosts HTTP and socket actions may reach (none unless listed)
     databases: Mapping[str, str] = field(default_factory=dict, repr=False)
     action_hosts: tuple[str, ...] = ()
+    mailboxes: tuple[Mailbox, ...] = ()
+
+    def mailbox(self, number: str) -> Mailbox | None:
+        return next((m for m in self.mailboxes if m.number == number), None)
 
     def extension(self, number: str) -> Extension | None:
         return next((e for e in self.extensions if e.number == number), None)
@@ -272,7 +289,13 @@ class Plan:
                          "prepend": r.prepend}
                         for r in t.outbound
                     ],
-                    "flows": {name: dict(f.source) for name, f in t.flows.items()},
+                    "flows": {name: dict(f.source) for name, f in t.flows.items()
+                              if name not in SYSTEM_FLOWS},
+                    "mailboxes": [
+                        {"number": m.number, "pin": m.pin, "name": m.name,
+                         **({"extension": m.extension} if m.extension else {})}
+                        for m in t.mailboxes
+                    ],
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                 }
                 for t in self.tenants
@@ -359,14 +382,33 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     flows_doc = doc.get("flows", {}) if isinstance(doc, dict) else {}
     if not isinstance(flows_doc, dict):
         raise PlanError(f"{path}.flows", "must map flow names to flow documents")
-    flows = {}
+    flows = dict(SYSTEM_FLOWS)  # every tenant may use the system flows (sys-*)
     for name, flow_doc in flows_doc.items():
-        if not isinstance(name, str) or not _ID_RE.match(name):
-            raise PlanError(f"{path}.flows", f"invalid flow name {name!r}")
+        if not isinstance(name, str) or not _ID_RE.match(name) or name.startswith("sys-"):
+            raise PlanError(f"{path}.flows", f"invalid flow name {name!r}"
+                            " (identifiers; sys- names are the system's)")
         try:
             flows[name] = flow_from_dict(flow_doc)
         except FlowError as exc:
             raise PlanError(f"{path}.flows.{name}.{exc.path}", exc.message) from None
+    for name, flow in flows.items():
+        for where, sub in subflow_names(flow):
+            if sub not in flows:
+                raise PlanError(f"{path}.flows.{name}.{where}", f"{tid} has no flow {sub!r}")
+    mailboxes = []
+    for i, m in enumerate(_list(doc, "mailboxes", path)):
+        p = f"{path}.mailboxes[{i}]"
+        pin = _str(m, "pin", p)
+        if not is_hash(pin):
+            raise PlanError(f"{p}.pin", "must be a PIN hash (python -m appliance.ivr pin)")
+        ext = m.get("extension")
+        if ext is not None and ext not in {e.number for e in exts}:
+            raise PlanError(f"{p}.extension", f"{ext!r} is not an extension of {tid}")
+        number = _str(m, "number", p, _EXT_RE)
+        if ext is None and number in {e.number for e in exts}:
+            ext = number
+        mailboxes.append(Mailbox(number, pin, str(m.get("name", "")), ext))
+    _unique(f"{path}.mailboxes", [m.number for m in mailboxes])
     actions = doc.get("actions", {})
     if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
@@ -405,5 +447,5 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     return Tenant(
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
-        flows=flows, databases=databases, action_hosts=hosts,
+        flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
     )

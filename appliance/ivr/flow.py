@@ -98,6 +98,7 @@ class Collect:
     no_input_prompt: PromptRef | None = None
     on_failure: str | None = None
     barge_in: bool = True
+    secret: bool = False  # a PIN: keys and value are masked in the trace
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class Transfer:
     kind: str  # extension, number, queue, agent
     target: Expr
     data: tuple[tuple[str, Expr], ...] = ()
+    caller_id: Expr | None = None  # the number presented (one of the tenant's), R-4.2
+    ring_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +151,63 @@ class Action:
     timeout: float = 5.0
 
 
-Node = Play | Menu | Collect | SetVars | Branch | Say | Transfer | Hangup | Action
+@dataclass(frozen=True)
+class Record:
+    """Record the caller (``record``: a file in the tenant's ``recordings/``;
+    ``voicemail``: a message in a mailbox, R-4.10). ``target`` is the file name or the
+    mailbox number; the capture ends on a key of ``end_keys``, after
+    ``silence_seconds`` of silence, at ``max_seconds``, or when the caller hangs up
+    (the recording is kept). The result (path or message id, seconds, how it ended)
+    goes to ``result``."""
+
+    kind: str  # record | voicemail
+    prompt: PromptRef | None
+    target: Expr | None
+    result: str
+    next: str | None
+    on_error: str | None
+    max_seconds: float = 60.0
+    silence_seconds: float = 5.0
+    end_keys: str = "#"
+    beep: bool = True
+
+
+@dataclass(frozen=True)
+class Subflow:
+    """Run another flow of the tenant (or a system flow, ``sys-*``) and come back to
+    ``next`` when it ends; variables are shared, ``params`` are set before entering."""
+
+    flow: str
+    params: tuple[tuple[str, Expr], ...]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class Recognise:
+    """Ask and recognise speech against a grammar (R-4.19): a built-in one (``yesno``,
+    ``digits``) or ``choices`` (choice -> phrases); keys in ``dtmf`` (key -> choice)
+    are accepted too, so a caller can always answer with the keypad."""
+
+    prompt: PromptRef | None
+    grammar: str
+    choices: Mapping[str, tuple[str, ...]]
+    dtmf: Mapping[str, str]
+    variable: str
+    next: str | None
+    timeout: float = 5.0
+    max_seconds: float = 10.0
+    retries: int = 2
+    invalid_prompt: PromptRef | None = None
+    no_input_prompt: PromptRef | None = None
+    on_failure: str | None = None
+    barge_in: bool = True
+
+
+Node = (Play | Menu | Collect | SetVars | Branch | Say | Transfer | Hangup | Action | Record
+        | Subflow | Recognise)
 NodeType = Literal["play", "menu", "collect", "set", "branch", "say", "transfer", "hangup",
-                   "http", "sql", "socket", "file"]
+                   "http", "sql", "socket", "file", "plugin", "mailbox", "record", "voicemail",
+                   "subflow", "recognise"]
 
 
 @dataclass(frozen=True)
@@ -238,12 +295,19 @@ def flow_from_dict(doc: Any) -> Flow:
                 variables=dict(variables), shortcuts=shortcuts, source=copy.deepcopy(doc))
 
 
+def subflow_names(flow: Flow) -> list[tuple[str, str]]:
+    """(field path, flow name) of every sub-flow the flow calls, for the plan to check."""
+    return [(f"nodes.{nid}.flow", node.flow) for nid, node in flow.nodes.items()
+            if isinstance(node, Subflow)]
+
+
 def _targets(path: str, node: Node) -> list[tuple[str, str | None]]:
-    if isinstance(node, Play | Collect | SetVars | Say | Action):
+    if isinstance(node, Play | Collect | SetVars | Say | Action | Record | Subflow
+                  | Recognise):
         out = [(f"{path}.next", node.next)]
-        if isinstance(node, Collect):
+        if isinstance(node, Collect | Recognise):
             out.append((f"{path}.on_failure", node.on_failure))
-        if isinstance(node, Action):
+        if isinstance(node, Action | Record):
             out.append((f"{path}.on_error", node.on_error))
         return out
     if isinstance(node, Menu):
@@ -326,7 +390,8 @@ def _collect(path: str, d: dict[str, Any]) -> Collect:
         raise FlowError(path, str(exc)) from None
     return Collect(
         prompt=_prompt(f"{path}.prompt", d.get("prompt")), variable=variable, spec=spec,
-        next=_opt_id(d, "next", path), **_asking(path, d),
+        next=_opt_id(d, "next", path), secret=_bool(d, "secret", path, False),
+        **_asking(path, d),
     )
 
 
@@ -379,11 +444,104 @@ def _transfer(path: str, d: dict[str, Any]) -> Transfer:
     # a literal number is the common case: quote it so it is a string expression
     text = f"'{target}'" if isinstance(target, int) or (
         isinstance(target, str) and re.fullmatch(r"\+?[0-9*#]+", target)) else target
-    return Transfer(kinds[0], _expr(f"{path}.{kinds[0]}", text), tuple(pairs))
+    caller_id = d.get("caller_id")
+    if isinstance(caller_id, int) or (isinstance(caller_id, str)
+                                      and re.fullmatch(r"\+?[0-9]+", caller_id)):
+        caller_id = f"'{caller_id}'"
+    return Transfer(kinds[0], _expr(f"{path}.{kinds[0]}", text), tuple(pairs),
+                    None if caller_id is None else _expr(f"{path}.caller_id", caller_id),
+                    _seconds(d, "ring_timeout", path, 0) if "ring_timeout" in d else None)
 
 
 def _hangup(path: str, d: dict[str, Any]) -> Hangup:
     return Hangup(_prompt(f"{path}.prompt", d.get("prompt")))
+
+
+def _record(kind: str) -> Any:
+    def build(path: str, d: dict[str, Any]) -> Record:
+        target_key = "file" if kind == "record" else "mailbox"
+        if kind == "voicemail" and target_key not in d:
+            raise FlowError(f"{path}.mailbox", "is required")
+        target = d.get(target_key)
+        if isinstance(target, int) or (isinstance(target, str)
+                                       and re.fullmatch(r"[0-9]+", target)):
+            target = f"'{target}'"  # a literal mailbox number
+        end_keys = d.get("end_keys", "#")
+        if not isinstance(end_keys, str) or not re.fullmatch(r"[0-9*#]{0,12}", end_keys):
+            raise FlowError(f"{path}.end_keys", "keys among 0-9 * # (may be empty)")
+        silence = d.get("silence_seconds", 5.0)
+        if isinstance(silence, bool) or not isinstance(silence, int | float) or \
+                not 0 <= silence <= 60:
+            raise FlowError(f"{path}.silence_seconds", "seconds between 0 (off) and 60")
+        return Record(
+            kind=kind, prompt=_prompt(f"{path}.prompt", d.get("prompt")),
+            target=None if target is None else _expr(f"{path}.{target_key}", target),
+            result=_var(d, "result", path, kind),
+            next=_opt_id(d, "next", path), on_error=_opt_id(d, "on_error", path),
+            max_seconds=_seconds(d, "max_seconds", path, 60.0 if kind == "record" else 120.0),
+            silence_seconds=float(silence), end_keys=end_keys,
+            beep=_bool(d, "beep", path, True),
+        )
+
+    return build
+
+
+def _subflow(path: str, d: dict[str, Any]) -> Subflow:
+    name = _req(d, "flow", path, str)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+        raise FlowError(f"{path}.flow", "must name a flow of the tenant")
+    params = d.get("params", {})
+    if not isinstance(params, dict):
+        raise FlowError(f"{path}.params", "must map variable names to expressions")
+    pairs = []
+    for var, text in params.items():
+        if not isinstance(var, str) or not _VAR_RE.match(var):
+            raise FlowError(f"{path}.params.{var}", "variable names are identifiers")
+        pairs.append((var, _expr(f"{path}.params.{var}", text)))
+    return Subflow(name, tuple(pairs), _opt_id(d, "next", path))
+
+
+GRAMMARS = ("yesno", "digits", "choices")
+_PHRASE_RE = re.compile(r"^[a-z][a-z' ]{0,63}$")
+
+
+def _recognise(path: str, d: dict[str, Any]) -> Recognise:
+    grammar = d.get("grammar", "choices")
+    if grammar not in GRAMMARS:
+        raise FlowError(f"{path}.grammar", f"one of {', '.join(GRAMMARS)}")
+    choices: dict[str, tuple[str, ...]] = {}
+    raw = d.get("choices")
+    if grammar == "choices":
+        if not isinstance(raw, dict) or not raw or len(raw) > 100:
+            raise FlowError(f"{path}.choices", "must map 1-100 choices to spoken phrases")
+        for choice, phrases in raw.items():
+            p = f"{path}.choices.{choice}"
+            if isinstance(phrases, str):
+                phrases = [phrases]
+            if not isinstance(choice, str) or not _VAR_RE.match(choice) or \
+                    not isinstance(phrases, list) or not phrases or not all(
+                        isinstance(x, str) and _PHRASE_RE.match(x) for x in phrases):
+                raise FlowError(p, "a choice (identifier) maps to lower-case phrases")
+            choices[choice] = tuple(phrases)
+    elif raw is not None:
+        raise FlowError(f"{path}.choices", f"the {grammar} grammar takes no choices")
+    dtmf_doc = d.get("dtmf", {})
+    if not isinstance(dtmf_doc, dict):
+        raise FlowError(f"{path}.dtmf", "must map keys to choices")
+    dtmf = {str(k): str(v) for k, v in dtmf_doc.items()}
+    for key, choice in dtmf.items():
+        if not _KEY_RE.match(key):
+            raise FlowError(f"{path}.dtmf.{key}", "a key is one of 0-9 * #")
+        if grammar == "choices" and choice not in choices:
+            raise FlowError(f"{path}.dtmf.{key}", f"no choice {choice!r}")
+    if grammar == "yesno" and not dtmf:
+        dtmf = {"1": "yes", "2": "no"}
+    return Recognise(
+        prompt=_prompt(f"{path}.prompt", d.get("prompt")), grammar=grammar, choices=choices,
+        dtmf=dtmf, variable=_var(d, "variable", path, None), next=_opt_id(d, "next", path),
+        timeout=_seconds(d, "timeout", path, 5.0),
+        max_seconds=_seconds(d, "max_seconds", path, 10.0), **_asking(path, d),
+    )
 
 
 _ACTION_FIELDS: dict[str, tuple[dict[str, type], set[str], set[str]]] = {
@@ -394,14 +552,18 @@ _ACTION_FIELDS: dict[str, tuple[dict[str, type], set[str], set[str]]] = {
     "socket": ({"host": str, "port": int, "framing": str, "pooled": bool}, {"payload"},
                set()),
     "file": ({"op": str}, {"path", "content"}, set()),
+    "plugin": ({"plugin": str, "function": str}, {"input"}, set()),
+    "mailbox": ({"op": str}, {"mailbox", "pin", "index", "id", "status"}, set()),
 }
 _ACTION_REQUIRED = {"http": {"url"}, "sql": {"database"}, "socket": {"host", "port"},
-                    "file": {"op", "path"}}
+                    "file": {"op", "path"}, "plugin": {"plugin", "function"},
+                    "mailbox": {"op", "mailbox"}}
 _ACTION_CHOICES = {
     "method": ("GET", "POST", "PUT", "DELETE", "PATCH"),
     "framing": ("line", "length4", "raw"),
     "op": ("read", "write", "append", "delete", "list", "mkdir", "exists"),
 }
+_MAILBOX_OPS = ("login", "count", "message", "mark", "delete")
 
 
 def _action(kind: str) -> Any:
@@ -418,9 +580,10 @@ def _action(kind: str) -> Any:
                 if isinstance(value, bool) != (kind_type is bool) or not isinstance(
                         value, kind_type):
                     raise FlowError(f"{path}.{key}", f"must be a {kind_type.__name__}")
-                if key in _ACTION_CHOICES and value not in _ACTION_CHOICES[key]:
-                    raise FlowError(f"{path}.{key}",
-                                    f"one of {', '.join(_ACTION_CHOICES[key])}")
+                choices = _MAILBOX_OPS if kind == "mailbox" and key == "op" else \
+                    _ACTION_CHOICES.get(key)
+                if choices is not None and value not in choices:
+                    raise FlowError(f"{path}.{key}", f"one of {', '.join(choices)}")
                 literals.append((key, value))
         if kind == "sql" and ("statement" in d) == ("procedure" in d):
             raise FlowError(path, "an sql node has exactly one of statement, procedure")
@@ -435,9 +598,7 @@ def _action(kind: str) -> Any:
                 if not isinstance(name, str) or not _VAR_RE.match(name):
                     raise FlowError(f"{path}.{key}.{name}", "names are identifiers")
                 exprs.append((f"{key}.{name}", _expr(f"{path}.{key}.{name}", text)))
-        result = d.get("result", "result")
-        if not isinstance(result, str) or not _VAR_RE.match(result):
-            raise FlowError(f"{path}.result", "variable names are identifiers")
+        result = _var(d, "result", path, "result")
         return Action(kind, tuple(literals), tuple(exprs), result, _opt_id(d, "next", path),
                       _opt_id(d, "on_error", path), _seconds(d, "timeout", path, 5.0))
 
@@ -447,8 +608,12 @@ def _action(kind: str) -> Any:
 _BUILDERS: dict[str, Any] = {
     "play": _play, "menu": _menu, "collect": _collect, "set": _set, "branch": _branch,
     "say": _say, "transfer": _transfer, "hangup": _hangup,
+    "record": _record("record"), "voicemail": _record("voicemail"), "subflow": _subflow,
+    "recognise": _recognise,
     **{kind: _action(kind) for kind in _ACTION_FIELDS},
 }
+_RECORD_FIELDS = {"prompt", "result", "next", "on_error", "max_seconds", "silence_seconds",
+                  "end_keys", "beep"}
 _FIELDS: dict[str, set[str]] = {
     "play": {"prompt", "next", "barge_in"},
     "menu": {"prompt", "options", "timeout", "retries", "invalid_prompt", "no_input_prompt",
@@ -456,12 +621,18 @@ _FIELDS: dict[str, set[str]] = {
     "collect": {"prompt", "variable", "mode", "length", "min_length", "max_length",
                 "terminator", "clear_key", "first_digit_timeout", "inter_digit_timeout",
                 "retries", "invalid_prompt", "no_input_prompt", "next", "on_failure",
-                "barge_in"},
+                "barge_in", "secret"},
     "set": {"variables", "next"},
     "branch": {"conditions", "else"},
     "say": {"value", "as", "next", "barge_in"},
-    "transfer": {*TRANSFER_KINDS, "data"},
+    "transfer": {*TRANSFER_KINDS, "data", "caller_id", "ring_timeout"},
     "hangup": {"prompt"},
+    "record": {*_RECORD_FIELDS, "file"},
+    "voicemail": {*_RECORD_FIELDS, "mailbox"},
+    "subflow": {"flow", "params", "next"},
+    "recognise": {"prompt", "grammar", "choices", "dtmf", "variable", "next", "timeout",
+                  "max_seconds", "retries", "invalid_prompt", "no_input_prompt",
+                  "on_failure", "barge_in"},
     **{kind: {*lits, *exprs, *maps, "result", "next", "on_error", "timeout"}
        for kind, (lits, exprs, maps) in _ACTION_FIELDS.items()},
 }
@@ -477,6 +648,15 @@ def _req(d: dict[str, Any], key: str, path: str, kind: type) -> Any:
         raise FlowError(where, "is required")
     if not isinstance(value, kind):
         raise FlowError(where, f"must be a {kind.__name__}")
+    return value
+
+
+def _var(d: dict[str, Any], key: str, path: str, default: str | None) -> str:
+    value = d.get(key, default)
+    if value is None:
+        raise FlowError(f"{path}.{key}", "is required")
+    if not isinstance(value, str) or not _VAR_RE.match(value):
+        raise FlowError(f"{path}.{key}", "variable names are identifiers")
     return value
 
 
@@ -538,10 +718,12 @@ def _prompt(path: str, value: Any, required: bool = False) -> PromptRef | None:
         for lang, inner in value.items():
             _prompt(f"{path}.{lang}", inner, required=True)
         return dict(value)
+    if set(value) == {"recording"}:  # an expression naming a file in the tenant's storage
+        return {"recording": _expr(f"{path}.recording", value["recording"])}
     kinds = [k for k in ("tts", "file", "say") if k in value]
     if len(kinds) != 1 or not set(value) <= {"tts", "file", "say", "as", "currency", "liang",
                                              "yao", "clock24"}:
-        raise FlowError(path, "a prompt has exactly one of tts, file, say")
+        raise FlowError(path, "a prompt has exactly one of tts, file, say, recording")
     if kinds[0] == "file" and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(value["file"])):
         raise FlowError(f"{path}.file", "prompt names are 1-64 letters, digits, - or _")
     if kinds[0] == "say" and value.get("as", "digits") not in SAY_KINDS:

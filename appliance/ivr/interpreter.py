@@ -15,8 +15,17 @@ The interpreter is always in one of these modes::
                as type-ahead for the next input node
     prompting  a menu/collect prompt runs; keys go to the node's collector (barge-in)
     collecting the prompt has ended; the collector's timers run
-    action     a data action (http, sql, socket, file) runs; keys are kept as type-ahead
+    action     a data action (http, sql, socket, file, plugin, mailbox) runs; keys are
+               kept as type-ahead
+    capture_prompt  the greeting/question before a capture plays; a key skips it
+    capturing  the media plane records the caller (record, voicemail) or listens for
+               speech (recognise); an end key (or, when recognising, a key of the node's
+               ``dtmf`` map) stops it; ``capture_done`` brings the result
     done       transferred or hung up
+
+A ``subflow`` node pushes the current flow and enters another (variables are shared);
+when the sub-flow ends, the caller's flow goes on at the node's ``next``. A shortcut
+unwinds to the top flow, whose shortcuts are the only ones that apply.
 
 Entering a node that needs no input (set, branch, transfer, hangup) runs it at once
 and moves on; a chain of such nodes longer than ``MAX_STEPS`` without input is an
@@ -41,7 +50,6 @@ from appliance.ivr.digits import (
     Collector,
     CollectSpec,
     Invalid,
-    NoInput,
     Outcome,
     ShortcutMatcher,
 )
@@ -56,12 +64,22 @@ from appliance.ivr.flow import (
     Node,
     Play,
     PromptRef,
+    Recognise,
+    Record,
     Say,
     SetVars,
+    Subflow,
     Transfer,
 )
 
 MAX_STEPS = 100  # nodes entered in a row without waiting for the caller
+MAX_DEPTH = 8  # sub-flows within sub-flows
+VOICEMAIL_GREETING: Mapping[str, PromptRef] = {
+    "en-us": {"tts": "Please leave your message after the tone. "
+                     "Press the pound key when you are done."},
+    "cmn": {"tts": "请在提示音后留言，完成后请按井号键。"},  # noqa: RUF001
+    "yue": {"tts": "請喺提示音之後留言，完成之後請按井字鍵。"},  # noqa: RUF001
+}
 SHORTCUT_WAIT = 2.0  # seconds a typed shortcut prefix waits for its next key
 
 
@@ -84,6 +102,8 @@ class TransferCall:
     kind: str
     target: str
     data: Mapping[str, str]
+    caller_id: str | None = None
+    ring_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,30 @@ class RunAction:
 
 
 @dataclass(frozen=True)
+class StartCapture:
+    """Record the caller or listen for speech; answer with ``capture_done(seq, ...)``.
+
+    ``kind`` is ``record`` (``target``: a file name in the tenant's recordings, or ""
+    for one named after the call), ``voicemail`` (``target``: the mailbox) or
+    ``recognise`` (``grammar`` and ``choices`` as in the flow; ``silence_seconds`` is
+    then how long to wait for speech to start)."""
+
+    seq: int
+    kind: str
+    target: str
+    max_seconds: float
+    silence_seconds: float
+    beep: bool
+    grammar: str = ""
+    choices: Mapping[str, tuple[str, ...]] | None = None
+
+
+@dataclass(frozen=True)
+class StopCapture:
+    seq: int
+
+
+@dataclass(frozen=True)
 class Step:
     """One line of the call's IVR trace."""
 
@@ -109,15 +153,24 @@ class Step:
     node: str
     event: str
     detail: tuple[tuple[str, str], ...] = ()
+    flow: str = ""
 
 
-IvrCommand = PlayPrompt | StopPrompt | TransferCall | HangupCall | RunAction
+IvrCommand = (PlayPrompt | StopPrompt | TransferCall | HangupCall | RunAction | StartCapture
+              | StopCapture)
 
 
 class Interpreter:
     def __init__(self, flow: Flow, *, variables: Mapping[str, Any] | None = None,
-                 language: str | None = None) -> None:
+                 language: str | None = None, flows: Mapping[str, Flow] | None = None
+                 ) -> None:
+        """``flows`` are those a ``subflow`` node may enter (the tenant's)."""
         self.flow = flow
+        self.flows = flows or {}
+        self._stack: list[tuple[Flow, str | None]] = []  # (caller flow, its next node)
+        self._capture: StartCapture | None = None  # pending until its prompt ends
+        self._capture_seq = 0
+        self._secrets: set[str] = set()  # values of secret inputs, masked in the trace
         self.language = language or flow.language
         self.variables: dict[str, Any] = {**flow.variables, **(variables or {})}
         self.node_id = flow.start
@@ -141,6 +194,13 @@ class Interpreter:
     def finished(self) -> bool:
         return self.mode == "done"
 
+    @property
+    def secret_input(self) -> bool:
+        """The caller is typing a secret (a PIN): keys must not be shown anywhere."""
+        node = self.flow.nodes.get(self.node_id)
+        return isinstance(node, Collect) and node.secret and self.mode in (
+            "prompting", "collecting")
+
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (
             self.collector.next_deadline() if self.collector and self.mode == "collecting"
@@ -160,7 +220,7 @@ class Interpreter:
     def digit(self, key: str, now: float) -> None:
         if self.mode in ("idle", "done"):
             return
-        self._step(now, self.node_id, "key", key=key)
+        self._step(now, self.node_id, "key", key="*" if self.secret_input else key)
         if self._shortcuts is None:
             self._key(key, now)
             return
@@ -175,6 +235,9 @@ class Interpreter:
         if result is not None:
             self._step(now, self.node_id, "shortcut", to=result)
             self._stop_prompt_if_playing()
+            if self._stack:  # shortcuts name nodes of the top flow
+                self.flow = self._stack[0][0]
+                self._stack.clear()
             self.typeahead = released  # keys typed after the shortcut
             self._enter(result, now)
             return
@@ -194,20 +257,50 @@ class Interpreter:
         self.variables[f"{node.result}_error"] = error or ""
         self._step(now, self.node_id, "action_done", ok=ok, error=error or "",
                    value=_show(value)[:200])
+        self._result_next(node, ok, error, now)
+
+    def capture_done(self, seq: int, ok: bool, value: Any, error: str | None,
+                     now: float) -> None:
+        """The capture ``seq`` ended (a stopped or stale one is ignored)."""
+        if self.mode != "capturing" or seq != self._capture_seq:
+            return
+        node = self.flow.nodes[self.node_id]
+        if isinstance(node, Recognise):
+            choice = value.get("choice") if ok and isinstance(value, Mapping) else None
+            self._step(now, self.node_id, "recognised", choice=choice or "",
+                       text=value.get("text", "") if isinstance(value, Mapping) else "",
+                       error=error or "")
+            no_speech = isinstance(value, Mapping) and value.get("speech") is False
+            self._answer(node, choice, "speech", no_input=no_speech or not ok, now=now)
+            return
+        assert isinstance(node, Record)
+        self.variables[node.result] = value
+        self.variables[f"{node.result}_error"] = error or ""
+        self._step(now, self.node_id, "captured", ok=ok, error=error or "",
+                   value=_show(value)[:200])
+        self._result_next(node, ok, error, now)
+
+    def _result_next(self, node: Action | Record, ok: bool, error: str | None,
+                     now: float) -> None:
         target = node.next if ok or node.on_error is None else node.on_error
         if not ok and node.on_error is None:
-            self._finish(now, f"{node.kind} action failed at {self.node_id}: {error}")
+            self._finish(now, f"{node.kind} failed at {self.node_id}: {error}")
         elif target is None:
-            self._finish(now, "flow ended")
+            self._flow_ended(now)
         else:
             self._enter(target, now)
 
     def prompt_done(self, now: float) -> None:
+        if self.mode == "capture_prompt":
+            self._start_capture(now)
+            return
         if self.mode == "playing":
             target = self._pending_node
             self._pending_node = None
-            if target is None:
-                self._finish(now, "flow ended")
+            if isinstance(self.flow.nodes[self.node_id], Hangup):
+                self._finish(now, "hangup node")
+            elif target is None:
+                self._flow_ended(now)
             else:
                 self._enter(target, now)
         elif self.mode == "prompting":
@@ -232,6 +325,18 @@ class Interpreter:
     # ----------------------------------------------------------------- engine
 
     def _key(self, key: str, now: float) -> None:
+        if self.mode == "capture_prompt":  # a key skips the greeting
+            if not getattr(self.flow.nodes[self.node_id], "barge_in", True):
+                return
+            self._commands.append(StopPrompt())
+            self._start_capture(now)
+            node = self.flow.nodes[self.node_id]
+            if isinstance(node, Recognise):
+                self._capture_key(node, key, now)
+            return
+        if self.mode == "capturing":
+            self._capture_key(self.flow.nodes[self.node_id], key, now)
+            return
         if self.mode == "action":
             self.typeahead.append(key)  # for the next input node
             return
@@ -253,6 +358,41 @@ class Interpreter:
                 self.mode = "collecting"
                 self.collector.start(now)
             self._collect_key(key, now)
+
+    def _capture_key(self, node: Node, key: str, now: float) -> None:
+        if isinstance(node, Recognise):
+            if key in node.dtmf:
+                self._commands.append(StopCapture(self._capture_seq))
+                self._answer(node, node.dtmf[key], "dtmf", no_input=False, now=now)
+            elif node.grammar == "digits" and key in "0123456789":
+                self._commands.append(StopCapture(self._capture_seq))
+                self._answer(node, key, "dtmf", no_input=False, now=now)
+            return
+        if isinstance(node, Record) and key in node.end_keys:
+            self._commands.append(StopCapture(self._capture_seq))
+
+    def _start_capture(self, now: float) -> None:
+        assert self._capture is not None
+        self._step(now, self.node_id, "capture", kind=self._capture.kind)
+        self._commands.append(self._capture)
+        self._capture = None
+        self.mode = "capturing"
+
+    def _answer(self, node: Recognise, choice: str | None, how: str, *, no_input: bool,
+                now: float) -> None:
+        """A recognise node got its answer (or none): set it, or retry."""
+        self.mode = "answered"
+        if choice is not None:
+            old = self.variables.get(node.variable)
+            self.variables[node.variable] = choice
+            self._step(now, self.node_id, "set", variable=node.variable, old=_show(old),
+                       new=choice, by=how)
+            if node.next is None:
+                self._flow_ended(now)
+            else:
+                self._enter(node.next, now)
+            return
+        self._retry(node, "no input" if no_input else "not recognised", no_input, now)
 
     def _separator(self, node: Node, key: str, now: float) -> bool:
         """In a menu, ``*`` that is not one of its options separates menu choices typed
@@ -302,6 +442,39 @@ class Interpreter:
         if isinstance(node, Menu | Collect):
             self._ask(node, now)
             return None
+        if isinstance(node, Record):
+            target = "" if node.target is None else self._eval(node.target, now)
+            if self.mode == "done":
+                return None
+            self._capture_seq += 1
+            self._capture = StartCapture(
+                self._capture_seq, node.kind, _show(target), node.max_seconds,
+                node.silence_seconds, node.beep)
+            prompt = node.prompt or (VOICEMAIL_GREETING if node.kind == "voicemail" else None)
+            self._step(now, node_id, node.kind, target=_show(target))
+            self._capture_after(prompt, True, now)
+            return None
+        if isinstance(node, Recognise):
+            self._listen(node, None, now)
+            return None
+        if isinstance(node, Subflow):
+            sub = self.flows.get(node.flow)
+            if sub is None or len(self._stack) >= MAX_DEPTH:
+                self._finish(now, f"sub-flow {node.flow} unavailable at {node_id}"
+                             if sub is None else f"sub-flows nested deeper than {MAX_DEPTH}")
+                return None
+            for name, expr in node.params:
+                value = self._eval(expr, now)
+                if self.mode == "done":
+                    return None
+                self.variables[name] = value
+                self._step(now, node_id, "set", variable=name, new=_show(value))
+            for name, value in sub.variables.items():
+                self.variables.setdefault(name, value)
+            self._step(now, node_id, "subflow", to=sub.id)
+            self._stack.append((self.flow, node.next))
+            self.flow = sub
+            return sub.start
         if isinstance(node, SetVars):
             for name, expr in node.assign:
                 value = self._eval(expr, now)
@@ -312,7 +485,7 @@ class Interpreter:
                 self._step(now, node_id, "set", variable=name, old=_show(old),
                            new=_show(value))
             if node.next is None:
-                self._finish(now, "flow ended")
+                self._flow_ended(now)
             return node.next
         if isinstance(node, Branch):
             for expr, target in node.conditions:
@@ -324,7 +497,7 @@ class Interpreter:
                     return target
             self._step(now, node_id, "branch", to=node.otherwise or "")
             if node.otherwise is None:
-                self._finish(now, "flow ended")
+                self._flow_ended(now)
             return node.otherwise
         if isinstance(node, Transfer):
             target = self._eval(node.target, now)
@@ -334,11 +507,14 @@ class Interpreter:
                 if self.mode == "done":
                     return None
                 data[name] = _show(value)
-            if target is None:
+            caller_id = None if node.caller_id is None else self._eval(node.caller_id, now)
+            if target is None or self.mode == "done":
                 return None
             self._step(now, node_id, "transfer", kind=node.kind, target=str(target),
                        **{f"data.{k}": v for k, v in data.items()})
-            self._commands.append(TransferCall(node.kind, str(target), data))
+            self._commands.append(TransferCall(
+                node.kind, str(target), data, None if caller_id is None else _show(caller_id),
+                node.ring_timeout))
             self.mode = "done"
             return None
         if isinstance(node, Action):
@@ -370,7 +546,43 @@ class Interpreter:
         if barge_in and self.typeahead:  # keys already typed skip the prompt
             self.prompt_done(now)
             return
-        self._commands.append(PlayPrompt((prompt,), self.language, barge_in))
+        ref = self._prompt(prompt, now)
+        if ref is None:
+            return
+        self._commands.append(PlayPrompt((ref,), self.language, barge_in))
+
+    def _prompt(self, ref: PromptRef, now: float) -> PromptRef | None:
+        """A ``{recording: <expression>}`` prompt names its file when it plays."""
+        expr = ref.get("recording")
+        if expr is None or isinstance(expr, str):
+            return ref
+        value = self._eval(expr, now)
+        return None if self.mode == "done" else {"recording": _show(value)}
+
+    def _capture_after(self, prompt: PromptRef | None, barge_in: bool, now: float) -> None:
+        """Play ``prompt`` (if any), then start the pending capture."""
+        self.mode = "capture_prompt"
+        self.typeahead.clear()  # keys typed before a recording are not an answer to it
+        ref = None if prompt is None else self._prompt(prompt, now)
+        if self.mode == "done":
+            return
+        if ref is None:
+            self._start_capture(now)
+        else:
+            self._commands.append(PlayPrompt((ref,), self.language, barge_in))
+
+    def _listen(self, node: Recognise, before: PromptRef | None, now: float) -> None:
+        self._capture_seq += 1
+        self._capture = StartCapture(
+            self._capture_seq, "recognise", "", node.max_seconds, node.timeout, False,
+            node.grammar, node.choices)
+        prompts = [p for p in (before, node.prompt) if p is not None]
+        if len(prompts) == 2:  # say what went wrong, then the question
+            self.mode = "capture_prompt"
+            self.typeahead.clear()
+            self._commands.append(PlayPrompt(tuple(prompts), self.language, node.barge_in))
+            return
+        self._capture_after(prompts[0] if prompts else None, node.barge_in, now)
 
     def _ask(self, node: Menu | Collect, now: float,
              before: PromptRef | None = None) -> None:
@@ -396,6 +608,8 @@ class Interpreter:
         assert self.collector is not None
         self.typeahead = list(self.collector.leftover) + self.typeahead
         if isinstance(outcome, Collected):
+            if isinstance(node, Collect) and node.secret:
+                self._secrets.add(outcome.value)
             self._step(now, self.node_id, "collected", value=outcome.value,
                        ended_by=outcome.ended_by)
             if isinstance(node, Menu):
@@ -406,15 +620,22 @@ class Interpreter:
             self._step(now, self.node_id, "set", variable=node.variable, old=_show(old),
                        new=outcome.value)
             if node.next is None:
-                self._finish(now, "flow ended")
+                self._flow_ended(now)
             else:
                 self._enter(node.next, now)
             return
-        reason = "no input" if isinstance(outcome, NoInput) else f"invalid: {outcome.reason}"
         if isinstance(outcome, Invalid):
+            if isinstance(node, Collect) and node.secret:
+                self._secrets.add(outcome.value)
             self._step(now, self.node_id, "invalid", value=outcome.value, reason=outcome.reason)
+            self._retry(node, f"invalid: {outcome.reason}", False, now)
         else:
             self._step(now, self.node_id, "no_input")
+            self._retry(node, "no input", True, now)
+
+    def _retry(self, node: Menu | Collect | Recognise, reason: str, no_input: bool,
+               now: float) -> None:
+        """Ask again after no or a wrong answer, or give up when retries are spent."""
         self.tries += 1
         if self.tries > node.retries:
             self._step(now, self.node_id, "failed", reason=reason)
@@ -424,10 +645,12 @@ class Interpreter:
             else:
                 self._finish(now, f"{self.node_id}: {reason}, retries exhausted")
             return
-        retry_prompt = node.no_input_prompt if isinstance(outcome, NoInput) else \
-            node.invalid_prompt
+        retry_prompt = node.no_input_prompt if no_input else node.invalid_prompt
         # say what went wrong, then ask again with the node's own prompt
-        self._ask(node, now, before=retry_prompt)
+        if isinstance(node, Recognise):
+            self._listen(node, retry_prompt, now)
+        else:
+            self._ask(node, now, before=retry_prompt)
 
     def _eval(self, expr: Any, now: float) -> Any:
         try:
@@ -435,6 +658,17 @@ class Interpreter:
         except ExprError as exc:
             self._finish(now, f"expression error at {self.node_id}: {exc}")
             return None
+
+    def _flow_ended(self, now: float) -> None:
+        """The current flow has nowhere to go: back to the flow that called it, if any."""
+        while self._stack:
+            parent, then = self._stack.pop()
+            self._step(now, self.node_id, "return", to=parent.id)
+            self.flow = parent
+            if then is not None:
+                self._enter(then, now)
+                return
+        self._finish(now, "flow ended")
 
     def _finish(self, now: float, reason: str) -> None:
         if self.mode == "done":
@@ -444,13 +678,22 @@ class Interpreter:
         self.mode = "done"
 
     def _stop_prompt_if_playing(self) -> None:
-        if self.mode in ("playing", "prompting"):
+        if self.mode in ("playing", "prompting", "capture_prompt"):
             self._commands.append(StopPrompt())
+        if self.mode == "capturing":
+            self._commands.append(StopCapture(self._capture_seq))
+        self._capture = None
         self._pending_node = None
 
     def _step(self, now: float, node: str, event: str, **detail: Any) -> None:
-        self.trace.append(Step(now, node, event, tuple((k, _show(v)) for k, v in
-                                                       detail.items())))
+        self.trace.append(Step(now, node, event, tuple((k, self._mask(_show(v))) for k, v in
+                                                       detail.items()), self.flow.id))
+
+    def _mask(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "****")
+        return text
 
 
 def _show(value: Any) -> str:

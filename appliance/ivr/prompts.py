@@ -100,7 +100,9 @@ MAX_CHANNELS: Final = 8
 MAX_TTS_CHARS: Final = 2000
 DEFAULT_VOICES: Final[Mapping[str, str]] = {lang: lang for lang in LANGUAGES}
 _SAY_OPTIONS: Final = frozenset({"currency", "liang", "yao", "clock24"})
-_REF_KEYS: Final = frozenset({"file", "tts", "say", "as"}) | _SAY_OPTIONS
+_REF_KEYS: Final = frozenset({"file", "tts", "say", "as", "recording"}) | _SAY_OPTIONS
+RECORDING_RE: Final = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}/){0,3}"
+                                 r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}\.wav")
 _SAY_LANGUAGES: Final[Mapping[str, Language]] = {lang: lang for lang in LANGUAGES}
 _SAY_KINDS: Final[Mapping[str, Kind]] = {kind: kind for kind in KINDS}
 
@@ -419,10 +421,11 @@ class PromptStore:
                 language=language,
             )
         unknown = set(ref) - _REF_KEYS
-        kinds = [k for k in ("file", "tts", "say") if k in ref]
+        kinds = [k for k in ("file", "tts", "say", "recording") if k in ref]
         if unknown or len(kinds) != 1:
             raise PromptError(
-                f"a prompt has exactly one of file, tts, say (got keys {sorted(map(str, ref))})",
+                "a prompt has exactly one of file, tts, say, recording "
+                f"(got keys {sorted(map(str, ref))})",
                 tenant_id=tenant_id,
                 language=language,
             )
@@ -436,6 +439,8 @@ class PromptStore:
             )
         if kind == "file":
             return await self._load_file(tenant_id, ref["file"], language)
+        if kind == "recording":
+            return await self._load_recording(tenant_id, ref["recording"])
         if kind == "tts":
             text = ref["tts"]
             if not isinstance(text, str) or not text.strip():
@@ -515,6 +520,25 @@ class PromptStore:
         samples = await asyncio.to_thread(self._read, tenant_id, name, path)
         self.cache.put(key, stamp, samples)
         return samples
+
+    async def _load_recording(self, tenant_id: str, rel: object) -> Int16Array:
+        """A WAV anywhere in the tenant's storage (a recording, a voicemail message),
+        named relative to it: ``voicemail/1001/<id>.wav``. Not cached."""
+        tenant_id = self._check_tenant(tenant_id)
+        if not isinstance(rel, str) or not RECORDING_RE.fullmatch(rel) or ".." in rel:
+            raise PromptError(f"a recording is a relative .wav path, not {rel!r}",
+                              tenant_id=tenant_id)
+        path = self._tenant_dir(tenant_id) / rel
+
+        def read() -> Int16Array:
+            if self._tenant_dir(tenant_id).is_symlink():
+                raise PromptError("the tenant directory is a link", tenant_id=tenant_id)
+            real = self._confined(tenant_id, path, name=rel)
+            if not real.is_file():
+                raise PromptError(f"no recording {rel}", tenant_id=tenant_id)
+            return self._read(tenant_id, rel, real)
+
+        return await asyncio.to_thread(read)
 
     def _locate(
         self, tenant_id: str, name: str, language: str, default: str | None

@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from appliance.ivr.prompts import PromptError, PromptStore
+from appliance.media import tones
+from appliance.media.capture import Capture
 from appliance.media.dtmf import DtmfDigit
 from appliance.media.endpoint import Bridge, Echo, Player, RtpEndpoint
 from appliance.media.tts import Tts, TtsError
 from appliance.pbx.b2bua import (
     BridgeMedia,
+    CaptureAudio,
     CloseMedia,
     Command,
     ConfigureMedia,
@@ -28,11 +31,16 @@ from appliance.pbx.b2bua import (
     PlayPrompts,
     SendDtmf,
     StartEcho,
+    StopCaptureAudio,
     StopPlayback,
     UnbridgeMedia,
 )
 
 log = logging.getLogger("branchline.media")
+BEEP = tones.tone(1000.0, 0.25, amplitude=6000.0)
+
+# what the node does with a capture that ended: (command, audio, reason, speech heard)
+CaptureDone = Callable[[CaptureAudio, np.ndarray, str, bool], None]
 
 
 @dataclass(eq=False)
@@ -44,6 +52,8 @@ class _LegMedia:
     echo: Echo | None = None
     player: Player | None = None
     playing: asyncio.Task[None] | None = None  # resolving and playing prompts
+    capture: Capture | None = None
+    capture_seq: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     closed: bool = False
 
@@ -64,6 +74,7 @@ class MediaPlane:
         on_playback_done: Callable[[str], None],
         on_failure: Callable[[str], None],
         storage_dir: Path,
+        on_capture: CaptureDone | None = None,
         recordings_dir: Path | None = None,
         cache_dir: Path | None = None,
     ) -> None:
@@ -71,6 +82,7 @@ class MediaPlane:
         self._on_dtmf = on_dtmf
         self._on_playback_done = on_playback_done
         self._on_failure = on_failure
+        self._on_capture = on_capture
         self.recordings_dir = recordings_dir
         self.tts = Tts(cache_dir)
         self.prompts = PromptStore(storage_dir, self.tts)
@@ -108,6 +120,13 @@ class MediaPlane:
             state.playing = self._spawn(state, self._play_prompts(state, cmd))
         elif isinstance(cmd, StopPlayback):
             self._stop_playback(state)
+        elif isinstance(cmd, CaptureAudio):
+            self._stop_capture(state, "replaced")
+            state.capture_seq = cmd.capture.seq
+            self._spawn(state, self._capture(state, cmd))
+        elif isinstance(cmd, StopCaptureAudio):
+            if cmd.seq == state.capture_seq:
+                self._stop_capture(state, "key")
         elif isinstance(cmd, SendDtmf):
             self._spawn(state, state.endpoint.send_dtmf(cmd.digit))
         else:
@@ -173,6 +192,34 @@ class MediaPlane:
         if finished and not state.closed:
             self._on_playback_done(cmd.leg)
 
+    async def _capture(self, state: _LegMedia, cmd: CaptureAudio) -> None:
+        """Beep if asked, then capture until the capture ends by itself or is stopped;
+        the node gets the audio (also when the leg closes: ``hangup``)."""
+        spec = cmd.capture
+        if spec.beep:
+            state.player = state.endpoint.play(BEEP)
+            await state.player.done
+            state.player = None
+        if state.closed or state.capture_seq != spec.seq:
+            return
+
+        def done(audio: np.ndarray, reason: str, speech: bool) -> None:
+            if state.capture is capture:
+                state.capture = None
+            if self._on_capture is not None:
+                self._on_capture(cmd, audio, reason, speech)
+
+        capture = Capture(
+            state.endpoint, mode="speech" if spec.kind == "recognise" else "record",
+            max_seconds=spec.max_seconds, silence_seconds=spec.silence_seconds, on_done=done)
+        state.capture = capture
+
+    @staticmethod
+    def _stop_capture(state: _LegMedia, reason: str) -> None:
+        if state.capture is not None:
+            state.capture.stop(reason)
+            state.capture = None
+
     @staticmethod
     def _stop_playback(state: _LegMedia) -> None:
         if state.playing is not None and not state.playing.done():
@@ -190,6 +237,7 @@ class MediaPlane:
         self._unbridge(state)
         if state.echo is not None:
             state.echo.close()
+        self._stop_capture(state, "hangup")
         self._stop_playback(state)
         for task in list(state.tasks):
             task.cancel()

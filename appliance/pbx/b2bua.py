@@ -43,11 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote, urlencode
 
+from appliance.ivr.flow import Flow
 from appliance.ivr.interpreter import (
     HangupCall,
     Interpreter,
     PlayPrompt,
     RunAction,
+    StartCapture,
+    StopCapture,
     StopPrompt,
     TransferCall,
 )
@@ -150,6 +153,26 @@ class RunIvrAction:
 
 
 @dataclass(frozen=True)
+class CaptureAudio:
+    """Record what the caller says on a leg, or listen for speech (``capture`` says
+    which, see :class:`StartCapture`); answer with ``capture_finished``. A recording
+    is kept even when the leg ends first (a caller hangs up after a voicemail)."""
+
+    leg: str
+    tenant_id: str | None
+    call_id: str
+    caller: str
+    language: str
+    capture: StartCapture
+
+
+@dataclass(frozen=True)
+class StopCaptureAudio:
+    leg: str
+    seq: int
+
+
+@dataclass(frozen=True)
 class SendDtmf:
     leg: str
     digit: str
@@ -178,7 +201,7 @@ class TraceEvent:
 
 Command = (
     OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayPrompts
-    | StopPlayback | RunIvrAction
+    | StopPlayback | RunIvrAction | CaptureAudio | StopCaptureAudio
     | SendDtmf | CloseMedia | WriteCdr | TraceEvent
 )
 
@@ -224,6 +247,7 @@ class Leg:
     answer_body: bytes = b""  # A leg: our SDP answer, sent with the 2xx
     last_offer: SessionDescription | None = None  # our last offer on this leg
     retransmit_interval: float = 0.5  # A leg: RFC 3261 13.3.1.4 2xx retransmission
+    on_answer: tuple[Flow, Mapping[str, Any]] | None = None  # originated: flow to run
 
 
 @dataclass(eq=False)
@@ -342,7 +366,9 @@ class B2bua:
             self._key_pressed(leg, digit, method, now)
 
     def _key_pressed(self, leg: Leg, digit: str, method: str, now: float) -> None:
-        self._trace(leg.call, "dtmf", leg=leg.id, digit=digit, method=method)
+        secret = leg.ivr is not None and leg.ivr.secret_input
+        self._trace(leg.call, "dtmf", leg=leg.id, digit="*" if secret else digit,
+                    method=method)
         if leg.ivr is not None and not leg.ivr.finished and leg.state == "up":
             leg.ivr.digit(digit, now)
             self._drive_ivr(leg, now)
@@ -354,6 +380,37 @@ class B2bua:
         if leg is not None and leg.ivr is not None and leg.state == "up":
             leg.ivr.action_done(ok, value, error, now)
             self._drive_ivr(leg, now)
+
+    def capture_finished(self, leg_id: str, seq: int, ok: bool, value: Any,
+                         error: str | None, now: float) -> None:
+        """A capture of the leg's flow ended (see ``CaptureAudio``)."""
+        leg = self._legs.get(leg_id)
+        if leg is not None and leg.ivr is not None and leg.state == "up":
+            leg.ivr.capture_done(seq, ok, value, error, now)
+            self._drive_ivr(leg, now)
+
+    def notify_messages(self, tenant_id: str, extension: str, mailbox: str, new: int,
+                        saved: int, now: float) -> None:
+        """Message-waiting indication (RFC 3842): an unsolicited NOTIFY to the phone of
+        ``extension`` through the edge, which finds its registration."""
+        tenant = self.plan.tenant(tenant_id)
+        if tenant is None or tenant.extension(extension) is None:
+            return
+        uri = SipUri.parse(f"sip:{extension}@{tenant.domain}")
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        headers.add("From", f"<sip:{mailbox}@{tenant.domain}>;tag={self._token(6)}")
+        headers.add("To", f"<{uri}>")
+        headers.add("Call-ID", f"{self._token(12)}@{self.local_ip}")
+        headers.add("CSeq", "1 NOTIFY")
+        headers.add("Contact", f"<{self.contact}>")
+        headers.add("Event", "message-summary")
+        headers.add("Subscription-State", "active")
+        headers.add("Content-Type", "application/simple-message-summary")
+        body = (f"Messages-Waiting: {'yes' if new else 'no'}\r\n"
+                f"Message-Account: sip:{mailbox}@{tenant.domain}\r\n"
+                f"Voice-Message: {new}/{saved}\r\n").encode()
+        self.layer.send_request(Request("NOTIFY", uri, headers, body), self.edge, now)
 
     def media_failed(self, leg_id: str, now: float) -> None:
         """The media plane could not serve a leg (its RTP port could not be bound):
@@ -520,7 +577,8 @@ class B2bua:
             assert route.flow is not None
             self._answer_a(a, now)
             a.ivr = Interpreter(route.flow, variables={
-                "caller": caller, "dialled": dialled, "tenant": tenant_id or ""})
+                "caller": caller, "dialled": dialled, "tenant": tenant_id or ""},
+                flows=self._flows(tenant_id))
             a.ivr.start(now)
             self._drive_ivr(a, now)
         elif route.kind == "hunt_group":
@@ -643,7 +701,8 @@ class B2bua:
             assert route.flow is not None
             peer.ivr = Interpreter(route.flow, variables={
                 "caller": peer.call.caller, "dialled": target.user or "",
-                "tenant": peer.call.tenant_id or "", "transferred_by": leg.number})
+                "tenant": peer.call.tenant_id or "", "transferred_by": leg.number},
+                flows=self._flows(peer.call.tenant_id))
             peer.ivr_steps = 0
             peer.ivr.start(now)
             self._drive_ivr(peer, now)
@@ -704,14 +763,57 @@ class B2bua:
             elif isinstance(cmd, RunAction):
                 self._commands.append(RunIvrAction(leg.id, leg.call.tenant_id, cmd.kind,
                                                    cmd.params, cmd.timeout))
+            elif isinstance(cmd, StartCapture):
+                self._commands.append(CaptureAudio(leg.id, leg.call.tenant_id, leg.call.id,
+                                                   leg.call.caller, ivr.language, cmd))
+            elif isinstance(cmd, StopCapture):
+                self._commands.append(StopCaptureAudio(leg.id, cmd.seq))
         for step in ivr.trace[leg.ivr_steps:]:
-            self._trace(leg.call, "ivr", flow=ivr.flow.id, node=step.node, step=step.event,
+            self._trace(leg.call, "ivr", flow=step.flow, node=step.node, step=step.event,
                         **dict(step.detail))
         leg.ivr_steps = len(ivr.trace)
         deadline = ivr.next_deadline()
         if deadline is not None and deadline != leg.ivr_deadline and leg.state == "up":
             leg.ivr_deadline = deadline
             self._arm(deadline, "ivr", leg)
+
+    def originate(self, tenant_id: str, number: str, flow_name: str, now: float, *,
+                  caller_id: str | None = None, ring_seconds: float | None = None,
+                  variables: Mapping[str, Any] | None = None) -> str:
+        """An outbound call from the IVR (R-4.2): dial ``number`` as the tenant (its
+        extensions, or the PSTN through its outbound routes) presenting ``caller_id``
+        (one of the tenant's numbers), ring for ``ring_seconds``; when answered, the
+        flow runs on the call. Returns the call id; ``ValueError`` names what is wrong."""
+        tenant = self.plan.tenant(tenant_id)
+        if tenant is None:
+            raise ValueError(f"unknown tenant {tenant_id!r}")
+        flow = tenant.flows.get(flow_name)
+        if flow is None:
+            raise ValueError(f"{tenant_id} has no flow {flow_name!r}")
+        route = self.plan.route(Origin("extension", tenant_id=tenant_id), number)
+        if route.kind not in ("extension", "trunk"):
+            raise ValueError(f"{number!r} is not an extension or an outside number of "
+                             f"{tenant_id}")
+        if ring_seconds is not None and not 1 <= ring_seconds <= 300:
+            raise ValueError("ring_seconds must be between 1 and 300")
+        call = Call(id=self._token(8), tenant_id=tenant_id,
+                    caller=self._presented_number(tenant, None, caller_id), callee=number,
+                    origin=f"flow:{flow_name}", start=now, destination=_destination(route))
+        self.calls[call.id] = call
+        self._trace(call, "originate", number=number, flow=flow_name, caller_id=call.caller,
+                    ring_seconds=str(ring_seconds or self.ring_timeout))
+        b = self._place_b(call, None, route, route.target, now, caller_id=caller_id,
+                          ring_seconds=ring_seconds)
+        if b is None:
+            if not call.legs:  # nothing was placed, so nothing will finish the call
+                del self.calls[call.id]
+            raise ValueError(f"cannot place a call to {number!r} now")
+        b.on_answer = (flow, dict(variables or {}))
+        return call.id
+
+    def _flows(self, tenant_id: str | None) -> Mapping[str, Flow]:
+        tenant = self.plan.tenant(tenant_id or "")
+        return tenant.flows if tenant is not None else {}
 
     def _ivr_transfer(self, leg: Leg, cmd: TransferCall, now: float) -> None:
         """The flow hands the caller to an extension or a number, with its data."""
@@ -730,20 +832,24 @@ class B2bua:
         call.destination = _destination(route)
         members = route.members or (route.target,)
         self._place_b(call, leg, route, members[0], now, rest=members[1:],
-                      data=dict(cmd.data))
+                      data=dict(cmd.data), caller_id=cmd.caller_id,
+                      ring_seconds=cmd.ring_seconds)
 
     # ----------------------------------------------------------------- B legs
 
-    def _place_b(self, call: Call, a: Leg, route: Route, target: str, now: float,
-                 rest: tuple[str, ...] = (), data: Mapping[str, str] | None = None
+    def _place_b(self, call: Call, a: Leg | None, route: Route, target: str, now: float,
+                 rest: tuple[str, ...] = (), data: Mapping[str, str] | None = None, *,
+                 caller_id: str | None = None, ring_seconds: float | None = None
                  ) -> Leg | None:
+        """Call ``target`` for ``a`` (None: an outbound call placed by the node itself);
+        ``caller_id`` asks for a presented number (see ``_presented_number``)."""
         tenant = self.plan.tenant(route.tenant_id or "")
         if route.kind == "trunk":
             if route.trunk is None or tenant is None:
                 self._fail_peer(a, 503, now)
                 return None
             ruri = SipUri.parse(f"sip:{route.target}@{route.trunk.address}:{route.trunk.port}")
-            from_user = self._presented_number(tenant, a)
+            from_user = self._presented_number(tenant, a, caller_id)
             from_host = self.local_ip
             number = route.target
         else:
@@ -751,12 +857,17 @@ class B2bua:
                 self._fail_peer(a, 404, now)
                 return None
             ruri = SipUri.parse(f"sip:{target}@{tenant.domain}")
-            from_user, from_host, number = a.number, tenant.domain, target
+            from_user = a.number if a is not None else self._presented_number(
+                tenant, None, caller_id)
+            from_host, number = tenant.domain, target
         b = self._new_leg(call, "b", number,
                           Origin("extension", tenant.id, target)
                           if route.kind != "trunk" and tenant else None)
-        b.targets, b.ring_seconds, b.data = rest, self._ring_seconds(route), data
-        b.peer, a.peer = a, b
+        b.targets, b.data = rest, data
+        b.ring_seconds = ring_seconds or self._ring_seconds(route)
+        b.peer = a
+        if a is not None:
+            a.peer = b
         if not self._open_media(b):
             self._end_leg(b, now)
             self._fail_peer(a, 503, now)
@@ -767,7 +878,8 @@ class B2bua:
                            session_id=_session_id(b), version=b.sdp_version)
         headers = Headers()
         headers.add("Max-Forwards", "70")
-        display = a.invite.from_.display if a.invite is not None and a.role == "a" else None
+        display = a.invite.from_.display if a is not None and a.invite is not None \
+            and a.role == "a" else None
         from_addr = NameAddr(display, SipUri.parse(f"sip:{from_user}@{from_host}"),
                              (("tag", b.local_tag),))
         headers.add("From", str(from_addr))
@@ -787,9 +899,15 @@ class B2bua:
         self._trace(call, "dialing", leg=b.id, target=number)
         return b
 
-    def _presented_number(self, tenant: Tenant, a: Leg) -> str:
-        """Outbound caller ID: the caller's own DID if it has one, else the tenant's."""
-        if a.party is not None and a.party.extension:
+    def _presented_number(self, tenant: Tenant, a: Leg | None,
+                          wanted: str | None = None) -> str:
+        """Outbound caller ID: ``wanted`` when it is one of the tenant's own numbers (a
+        flow may choose which, R-4.2; nobody may present another's), else the caller's
+        own DID if it has one, else the tenant's."""
+        if wanted and (wanted == tenant.caller_id or any(d.number == wanted
+                                                          for d in tenant.dids)):
+            return wanted
+        if a is not None and a.party is not None and a.party.extension:
             did = next((d.number for d in tenant.dids if d.target == a.party.extension), None)
             if did:
                 return did
@@ -837,6 +955,9 @@ class B2bua:
             return
         # final failure
         self._leg_by_client.pop(b.client_key or "", None)
+        if b.on_answer is not None:  # an outbound call of the node: nobody else to tell
+            b.call.status = b.call.status or status
+            self._trace(b.call, "originate_failed", status=str(status))
         self._end_leg(b, now)
         if b.transfer_from is not None:
             self._transfer_failed(b, status, now)
@@ -866,7 +987,7 @@ class B2bua:
         if b.state == "up":
             return  # retransmission, re-ACKed above
         a = b.peer
-        if b.state == "ended" or a is None or a.state == "ended":
+        if b.state == "ended" or (b.on_answer is None and (a is None or a.state == "ended")):
             b.state = "up"
             self._send_bye(b, now)
             return
@@ -887,6 +1008,16 @@ class B2bua:
             call.answer = now
             call.codec = call.codec or neg.codec
         self._trace(call, "answered", leg=b.id, codec=neg.codec)
+        if b.on_answer is not None:  # the node's own outbound call: its flow starts now
+            flow, variables = b.on_answer
+            b.on_answer = None
+            b.ivr = Interpreter(flow, variables={
+                **variables, "caller": call.caller, "dialled": b.number,
+                "tenant": call.tenant_id or ""}, flows=self._flows(call.tenant_id))
+            b.ivr.start(now)
+            self._drive_ivr(b, now)
+            return
+        assert a is not None
         self._commands.append(BridgeMedia(a.id, b.id, call.tenant_id, call.id))
         if a.role == "a" and a.state in ("calling", "ringing"):
             self._answer_a(a, now)
@@ -1033,8 +1164,10 @@ class B2bua:
             self._respond(a.server_key, a.invite, status, reason, now, to_tag=a.local_tag)
         self._end_leg(a, now)
 
-    def _fail_peer(self, leg: Leg, status: int, now: float) -> None:
+    def _fail_peer(self, leg: Leg | None, status: int, now: float) -> None:
         """The other side of ``leg`` failed with ``status``: finish ``leg`` accordingly."""
+        if leg is None:
+            return
         leg.peer = None
         if leg.role == "a" and leg.state in ("calling", "ringing"):
             self._fail_a(leg, status if 300 <= status < 700 else 500, now)

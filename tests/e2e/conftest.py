@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from appliance.passwords import hash_secret
 from tests.harness.audio import make_tone_wav
 from tests.harness.baresip import Account, BaresipPhone
 from tests.harness.procs import (
@@ -56,14 +57,18 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880077", "target": "flow:acme-main"},
                     {"number": "+862088880066", "target": "flow:pcap-keys"},
                     {"number": "+862088880055", "target": "flow:lookup"},
+                    {"number": "+862088880044", "target": "flow:vm-leave"},
+                    {"number": "+862088880033", "target": "flow:sys-voicemail"},
                 ],
+                "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
-                          "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port)},
+                          "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
+                          "vm-leave": VM_LEAVE_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -94,6 +99,15 @@ PCAP_FLOW: dict[str, Any] = {
                   "first_digit_timeout": 8, "next": "done"},
         "done": {"type": "transfer", "extension": "1001", "data": {"code": "code"}},
     },
+}
+
+
+VM_PIN = "2468"
+VM_LEAVE_FLOW: dict[str, Any] = {
+    "flow": "vm-leave", "version": 1, "start": "leave",
+    "nodes": {"leave": {"type": "voicemail", "mailbox": "1001", "prompt": {"tts": "Leave it."},
+                        "max_seconds": 20, "silence_seconds": 4, "next": "thanks"},
+              "thanks": {"type": "hangup", "prompt": {"tts": "Thank you."}}},
 }
 
 

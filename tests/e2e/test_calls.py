@@ -23,7 +23,7 @@ def carrier(node: NodeHandle, phones: Any, tone: Path, user: str = "carrier",
     """A carrier trunk peer at 127.0.0.2; baresip answers only the R-URI user ``user``."""
     acc = Account(user=user, domain=CARRIER_IP, password=None, outbound=node.outbound)
     return phones(acc, tone=tone, listen_host=CARRIER_IP, sip_port=node.carrier_port,
-                  name="carrier", register=False, **kw)
+                  name=kw.pop("name", "carrier"), register=False, **kw)
 
 
 def assert_hears(phone: BaresipPhone, expected: int, other: int) -> None:

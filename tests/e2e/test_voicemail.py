@@ -1,0 +1,92 @@
+"""Voicemail end to end (R-4.10): a caller leaves a message and hangs up, the mailbox's
+phone is told (MWI NOTIFY), the owner calls in, logs in with the PIN by RFC 4733 keys
+and hears the caller's audio, then deletes it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import PASSWORDS, VM_PIN, NodeHandle, wait_for
+from tests.e2e.test_calls import carrier
+from tests.harness.audio import goertzel_power, read_wav
+from tests.harness.sipua import SipUa
+
+pytestmark = pytest.mark.e2e
+
+
+def tone_seconds(samples: np.ndarray, rate: int, freq: float) -> float:
+    """Seconds of audio (in 0.25 s windows) where ``freq`` carries most of the power."""
+    win = rate // 4
+    count = 0
+    for i in range(0, len(samples) - win, win):
+        chunk = samples[i:i + win].astype(np.float64)
+        total = float(np.sum(chunk ** 2)) / len(chunk)
+        # a sine of amplitude A has mean square A**2/2 and Goertzel power A**2/4
+        if total > 1e4 and 2 * goertzel_power(chunk, freq, rate) > 0.8 * total:
+            count += 1
+    return count / 4
+
+
+def messages(node: NodeHandle) -> list[dict[str, Any]]:
+    box = Path(node.manifest["storage"]["path"]) / "acme" / "voicemail" / "1001"
+    return [json.loads(p.read_text()) for p in sorted(box.glob("*.json"))] \
+        if box.is_dir() else []
+
+
+def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
+        node: NodeHandle, phones: Any, tones: dict[int, Path]) -> None:
+    owner = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    try:
+        assert owner.register().status == 200
+        # 1. a caller whose phone sends a 700 Hz tone leaves a message, then hangs up
+        caller = carrier(node, phones, tones[700])
+        call = caller.dial(f"sip:+862088880044@127.0.0.1:{node.sip_port}")
+        call.wait_established()
+        node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "capture"
+                        and e["kind"] == "voicemail", timeout=15)
+        time.sleep(3.0)  # the caller speaks for three seconds
+        caller.hangup()
+        call.wait_closed()
+        caller.stop()  # frees the carrier's address for the next call
+        [msg] = wait_for(lambda: messages(node), 10, "a voicemail message")
+        assert msg["status"] == "new" and msg["caller"] == "carrier"
+        assert 2.0 <= msg["seconds"] <= 4.5
+        rate, audio = read_wav(Path(node.manifest["storage"]["path"]) /
+                               f"acme/voicemail/1001/{msg['id']}.wav")
+        assert tone_seconds(audio, rate, 700) >= 1.5  # the caller's own audio
+        # 2. message waiting: the owner's phone is told
+        notify = owner.wait_request("NOTIFY", timeout=5)
+        assert notify.headers.get("Event") == "message-summary"
+        assert b"Messages-Waiting: yes" in notify.body and b"Voice-Message: 1/0" in notify.body
+    finally:
+        owner.close()
+
+    # 3. the owner calls in, types mailbox and PIN ahead, and hears the message
+    retrieve = carrier(node, phones, tones[440], name="carrier2")
+    listening = retrieve.dial(f"sip:+862088880033@127.0.0.1:{node.sip_port}")
+    listening.wait_established()
+    node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "enter"
+                    and e["node"] == "ask_box", timeout=10)
+    retrieve.send_dtmf(f"1001#{VM_PIN}#")
+    node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "enter"
+                    and e["node"] == "msg_menu", timeout=40)
+    retrieve.send_dtmf("3")  # delete it
+    listening.wait_closed(timeout=30)  # "Deleted. No more messages." and the flow ends
+    heard = retrieve.wait_recording(5.0, "dec")
+    rate, samples = read_wav(heard)
+    assert tone_seconds(samples, rate, 700) >= 1.5
+    wait_for(lambda: not messages(node), 5, "the message deleted")
+    [login] = [e for e in node.trace() if e["event"] == "ivr" and e.get("node") == "login"
+               and e["step"] == "action_done"]
+    assert login["ok"] == "true"
+    # the PIN is a secret input: neither its keys nor its value are in the trace
+    events = [e for e in node.trace() if e["call"] == login["call"]]
+    assert [e["digit"] for e in events if e["event"] == "dtmf"][:5] == list("1001#")
+    assert all(VM_PIN not in json.dumps(e) for e in events)
+    assert {e.get("digit") for e in events if e["event"] == "dtmf"} >= {"*"}
