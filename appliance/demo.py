@@ -23,7 +23,8 @@ import uvloop
 import yaml
 
 from appliance.node import Node, NodeConfig
-from appliance.plan import Plan, PlanError
+from appliance.passwords import hash_secret
+from appliance.plan import Plan, PlanError, token_hash
 
 log = logging.getLogger("branchline.demo")
 
@@ -31,13 +32,27 @@ CARRIER_ADDRESS = "127.0.0.2"
 SAMPLE_FLOW = Path(__file__).resolve().parent / "ivr" / "samples" / "acme-main.yaml"
 
 
-def demo_plan_dict() -> dict[str, Any]:
+def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo plan and its secrets in clear (the plan holds only their hashes)."""
     def pw() -> str:
         return secrets.token_urlsafe(12)
 
+    clear: dict[str, Any] = {
+        "operator_token": secrets.token_urlsafe(24),
+        "tenants": {t: {"api_token": secrets.token_urlsafe(24),
+                        "mailboxes": {box: f"{secrets.randbelow(10**6):06d}" for box in boxes}}
+                    for t, boxes in (("acme", ("1001", "1002")), ("globex", ("2001",)))},
+    }
+
+    def tenant_secrets(tenant: str) -> dict[str, Any]:
+        own = clear["tenants"][tenant]
+        return {"api_tokens": [token_hash(own["api_token"])],
+                "mailboxes": [{"number": box, "pin": hash_secret(pin)}
+                              for box, pin in own["mailboxes"].items()]}
+
     return {
         "version": 1,
-        "node": {"id": "demo"},
+        "node": {"id": "demo", "api_tokens": [token_hash(clear["operator_token"])]},
         "trunks": [{"name": "carrier", "address": CARRIER_ADDRESS, "port": 5060}],
         "tenants": [
             {
@@ -53,6 +68,7 @@ def demo_plan_dict() -> dict[str, Any]:
                     {"number": "+862088880002", "target": "1002"},
                     {"number": "+862088880099", "target": "echo"},
                     {"number": "+862088880077", "target": "flow:acme-main"},
+                    {"number": "+862088880078", "target": "flow:sys-voicemail"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1001", "1002"]}],
                 "announcements": [
@@ -60,6 +76,7 @@ def demo_plan_dict() -> dict[str, Any]:
                 ],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text(encoding="utf-8"))},
+                **tenant_secrets("acme"),
             },
             {
                 "id": "globex",
@@ -78,21 +95,38 @@ def demo_plan_dict() -> dict[str, Any]:
                     {"number": "700", "text": "欢迎致电环球公司。", "voice": "cmn"}
                 ],
                 "outbound": [{"prefix": "9", "trunk": "carrier", "strip": 1}],
+                **tenant_secrets("globex"),
             },
         ],
-    }
+    }, clear
 
 
 def load_or_create_plan(path: Path) -> Plan:
+    """The demo plan, made once; its clear secrets (API tokens, voicemail PINs) go to
+    ``secrets.json`` beside it, readable by the owner only, for the manifest."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(demo_plan_dict(), allow_unicode=True, sort_keys=False))
+        doc, clear = demo_plan_dict()
+        secret_file = path.parent / "secrets.json"
+        secret_file.write_text(json.dumps(clear, indent=2))
+        secret_file.chmod(0o600)
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
         path.chmod(0o600)
     return Plan.from_dict(yaml.safe_load(path.read_text()))
 
 
+def read_secrets(plan_file: Path) -> dict[str, Any]:
+    try:
+        loaded: dict[str, Any] = json.loads((plan_file.parent / "secrets.json").read_text())
+        return loaded
+    except (OSError, ValueError):
+        return {}
+
+
 def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> dict[str, Any]:
     carrier = plan.trunk("carrier")
+    clear = read_secrets(plan_file)
+    own = clear.get("tenants", {})
     return {
         "sip": {"host": cfg.sip_host, "port": cfg.sip_port, "transports": ["udp", "tcp"]},
         "carrier": {"address": carrier.address if carrier else None},
@@ -110,6 +144,14 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
                 **({"ivr": ivr} if (ivr := next((d.number for d in t.dids
                                                  if d.target.startswith("flow:")), None))
                    else {}),
+                **({"voicemail": vm} if (vm := next((d.number for d in t.dids
+                                                    if d.target == "flow:sys-voicemail"),
+                                                   None)) else {}),
+                "mailboxes": [{"number": m.number,
+                               **({"pin": pin} if (pin := own.get(t.id, {}).get(
+                                   "mailboxes", {}).get(m.number)) else {})}
+                              for m in t.mailboxes],
+                **({"api_token": own[t.id]["api_token"]} if t.id in own else {}),
             }
             for t in plan.tenants
         ],
@@ -117,6 +159,9 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
             "command": [sys.executable, "-m", "appliance.cdr", "--db", str(cfg.cdr_path)],
         },
         "status": {"path": str(cfg.status_path)},
+        "api": {"url": f"http://{cfg.api_host}:{cfg.api_port}/api/v1",
+                **({"operator_token": clear["operator_token"]}
+                   if "operator_token" in clear else {})},
         "storage": {"path": str(cfg.storage_dir)},
         "trace": {
             "path": str(cfg.trace_path),
@@ -201,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests per 2 s one source address may send before a ban")
     parser.add_argument("--record", action="store_true", help="record every bridged call")
     parser.add_argument("--ring-timeout", type=float, default=60.0)
+    parser.add_argument("--api-port", type=int, default=8088,
+                        help="the node's HTTP API (monitoring, voicemail, prompts) on loopback")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="event loop (uvloop relays RTP at about half the CPU)")
     args = parser.parse_args(argv)
@@ -209,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "sip_port": args.sip_port, "fs_port": args.fs_port, "rtp_low": int(low),
         "rtp_high": int(high), "flood_requests_per_2s": args.flood_limit,
         "record_calls": args.record, "ring_timeout": args.ring_timeout,
+        "api_port": args.api_port,
     }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

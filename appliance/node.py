@@ -14,20 +14,22 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.ivr.actions import ActionRunner, action_from_params
+from appliance.ivr.prompts import PromptStore
 from appliance.ivr.voicemail import MailboxActions, VoicemailError, VoicemailStore
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
 from appliance.media.wav import write_wav
 from appliance.pbx.b2bua import B2bua, CaptureAudio, RunIvrAction, TraceEvent, WriteCdr
-from appliance.plan import Plan
+from appliance.plan import Plan, token_hash
 
 log = logging.getLogger("branchline.node")
 MIN_MESSAGE_SECONDS = 1.0  # shorter voicemail is a caller who hung up at the beep
@@ -47,6 +49,8 @@ class NodeConfig:
     record_calls: bool = False
     ring_timeout: float = 60.0
     edge_children: int = 2
+    api_host: str = "127.0.0.1"
+    api_port: int = 8088  # 0: no API
 
     @property
     def cdr_path(self) -> Path:
@@ -119,6 +123,7 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._trace_fh: TextIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._api: Any = None  # aiohttp AppRunner
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -152,6 +157,8 @@ class Node:
         except BaseException:
             await self.stop()
             raise
+        if self.cfg.api_port:
+            self._api = await start_api(self, self.cfg.api_host, self.cfg.api_port)
         self._write_status()
         log.info("node %s up: edge %s:%d, feature server 127.0.0.1:%d", self.plan.node_id,
                  self.cfg.sip_host, self.cfg.sip_port, self.cfg.fs_port)
@@ -176,6 +183,9 @@ class Node:
             self._status_timer = self._loop.call_later(1.0, self._write_status)
 
     async def stop(self) -> None:
+        if self._api is not None:
+            await self._api.cleanup()
+            self._api = None
         if self._status_timer is not None:
             self._status_timer.cancel()
             self._status_timer = None
@@ -199,6 +209,50 @@ class Node:
         if self._trace_fh is not None:
             self._trace_fh.close()
             self._trace_fh = None
+
+    # ----------------------------------------------------------------- API backend
+    # (appliance.api.ApiBackend: what the node's HTTP API reads and asks for)
+
+    @property
+    def prompts(self) -> PromptStore:
+        assert self.media is not None, "the API starts after the media plane"
+        return self.media.prompts
+
+    @property
+    def trace_path(self) -> Path:
+        return self.cfg.trace_path
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        return self.core.usage()
+
+    def node_status(self) -> dict[str, Any]:
+        return {"node": self.plan.node_id, "plan_version": self.plan.version}
+
+    def authenticate(self, token: str) -> Principal | None:
+        hashed = token_hash(token)
+        if hashed in self.plan.api_tokens:
+            return Principal(None, "operator")
+        for tenant in self.plan.tenants:
+            if hashed in tenant.api_tokens:
+                return Principal(tenant.id, f"{tenant.id} admin")
+        return None
+
+    def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool:
+        return self._pin_hash(tenant_id, mailbox) is not None
+
+    def mailbox_changed(self, tenant_id: str, mailbox: str) -> None:
+        self._spawn(asyncio.to_thread(self._tell_mailbox_phone, tenant_id, mailbox))
+
+    def ivr_ports(self, tenant_id: str | None) -> int:
+        return 0  # no limit yet: quotas come with the controller
+
+    def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
+                  ring_seconds: float | None, variables: Mapping[str, str]) -> str:
+        call = self.core.originate(tenant_id, number, flow, time.monotonic(),
+                                   caller_id=caller_id, ring_seconds=ring_seconds,
+                                   variables=variables)
+        self._flush()
+        return call
 
     # ----------------------------------------------------------------- plumbing
 

@@ -112,6 +112,7 @@ class Tenant:
     databases: Mapping[str, str] = field(default_factory=dict, repr=False)
     action_hosts: tuple[str, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)  # sha256:<hex> of tokens
 
     def mailbox(self, number: str) -> Mailbox | None:
         return next((m for m in self.mailboxes if m.number == number), None)
@@ -168,6 +169,7 @@ class Plan:
     node_id: str
     tenants: tuple[Tenant, ...]
     trunks: tuple[Trunk, ...] = ()
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)  # the operator's (NOC)
     _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
     _by_did: dict[str, tuple[Tenant, Did]] = field(
         default_factory=dict, compare=False, repr=False
@@ -256,12 +258,15 @@ class Plan:
         _unique("tenants", [t.id for t in tenants])
         _unique("tenants.domain", [t.domain for t in tenants])
         _unique("tenants.dids", [d.number for t in tenants for d in t.dids])
-        return cls(version=version, node_id=node_id, tenants=tenants, trunks=trunks)
+        api_tokens = _token_hashes(node if isinstance(node, dict) else {}, "node")
+        _unique("api_tokens", [*api_tokens, *(h for t in tenants for h in t.api_tokens)])
+        return cls(version=version, node_id=node_id, tenants=tenants, trunks=trunks,
+                   api_tokens=api_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "node": {"id": self.node_id},
+            "node": {"id": self.node_id, "api_tokens": list(self.api_tokens)},
             "trunks": [
                 {"name": t.name, "address": t.address, "port": t.port} for t in self.trunks
             ],
@@ -297,6 +302,7 @@ class Plan:
                         for m in t.mailboxes
                     ],
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
+                    "api_tokens": list(t.api_tokens),
                 }
                 for t in self.tenants
             ],
@@ -331,6 +337,23 @@ def _unique(path: str, values: list[str]) -> None:
         if v in seen:
             raise PlanError(path, f"duplicate {v!r}")
         seen.add(v)
+
+
+_TOKEN_HASH_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def token_hash(token: str) -> str:
+    """How the plan holds an API token: its SHA-256 (tokens are long random strings,
+    so a fast hash is enough; the clear token is never stored)."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def _token_hashes(doc: dict[str, Any], path: str) -> tuple[str, ...]:
+    value = doc.get("api_tokens", [])
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and _TOKEN_HASH_RE.match(v) for v in value):
+        raise PlanError(f"{path}.api_tokens", "a list of token hashes (sha256:<hex>)")
+    return tuple(value)
 
 
 def _trunk(path: str, doc: Any) -> Trunk:
@@ -448,4 +471,5 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
+        api_tokens=_token_hashes(doc, path),
     )

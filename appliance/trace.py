@@ -18,12 +18,14 @@ def read_trace(path: Path, call: str | None = None,
                tenant: str | None = None) -> list[dict[str, Any]]:
     """The steps of ``call`` (or of the latest call), restricted to ``tenant`` if given."""
     steps = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 step = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
+            if not isinstance(step, dict) or not isinstance(step.get("call"), str):
+                continue
             if tenant is not None and step.get("tenant") != tenant:
                 continue
             steps.append(step)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from appliance.ivr.flow import FlowError, load_flow
+from appliance.passwords import hash_secret
 from appliance.plan import Plan, PlanError
 
 
@@ -87,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     p_deploy.add_argument("--tenant", required=True)
     p_deploy.add_argument("--number", required=True, help="DID to attach the flow to")
     p_deploy.add_argument("--pid-file", type=Path, help="SIGHUP this node afterwards")
+    p_pin = sub.add_parser("pin", help="print the hash of a voicemail PIN for the plan")
+    p_pin.add_argument("pin", help="4 to 12 digits")
     args = parser.parse_args(argv)
     if args.command == "lint":
         return lint(args.file)
+    if args.command == "pin":
+        if not (args.pin.isdigit() and 4 <= len(args.pin) <= 12):
+            print("error: a PIN is 4 to 12 digits", file=sys.stderr)
+            return 2
+        print(hash_secret(args.pin))
+        return 0
     return deploy(args.file, args.plan, args.tenant, args.number, args.pid_file)
 
 

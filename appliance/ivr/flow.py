@@ -128,6 +128,7 @@ class Transfer:
     data: tuple[tuple[str, Expr], ...] = ()
     caller_id: Expr | None = None  # the number presented (one of the tenant's), R-4.2
     ring_timeout: float | None = None
+    on_failure: str | None = None  # busy / no answer: the flow goes on here
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,8 @@ def _targets(path: str, node: Node) -> list[tuple[str, str | None]]:
         if isinstance(node, Action | Record):
             out.append((f"{path}.on_error", node.on_error))
         return out
+    if isinstance(node, Transfer):
+        return [(f"{path}.on_failure", node.on_failure)]
     if isinstance(node, Menu):
         return [(f"{path}.options.{k}", v) for k, v in node.options.items()] + [
             (f"{path}.on_failure", node.on_failure)]
@@ -450,7 +453,8 @@ def _transfer(path: str, d: dict[str, Any]) -> Transfer:
         caller_id = f"'{caller_id}'"
     return Transfer(kinds[0], _expr(f"{path}.{kinds[0]}", text), tuple(pairs),
                     None if caller_id is None else _expr(f"{path}.caller_id", caller_id),
-                    _seconds(d, "ring_timeout", path, 0) if "ring_timeout" in d else None)
+                    _seconds(d, "ring_timeout", path, 0) if "ring_timeout" in d else None,
+                    _opt_id(d, "on_failure", path))
 
 
 def _hangup(path: str, d: dict[str, Any]) -> Hangup:
@@ -625,7 +629,7 @@ _FIELDS: dict[str, set[str]] = {
     "set": {"variables", "next"},
     "branch": {"conditions", "else"},
     "say": {"value", "as", "next", "barge_in"},
-    "transfer": {*TRANSFER_KINDS, "data", "caller_id", "ring_timeout"},
+    "transfer": {*TRANSFER_KINDS, "data", "caller_id", "ring_timeout", "on_failure"},
     "hangup": {"prompt"},
     "record": {*_RECORD_FIELDS, "file"},
     "voicemail": {*_RECORD_FIELDS, "mailbox"},

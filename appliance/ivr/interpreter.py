@@ -21,6 +21,8 @@ The interpreter is always in one of these modes::
     capturing  the media plane records the caller (record, voicemail) or listens for
                speech (recognise); an end key (or, when recognising, a key of the node's
                ``dtmf`` map) stops it; ``capture_done`` brings the result
+    transferring  a transfer with ``on_failure`` rings; ``transfer_failed`` brings the
+               flow back (busy, no answer), ``transfer_answered`` ends it
     done       transferred or hung up
 
 A ``subflow`` node pushes the current flow and enters another (variables are shared);
@@ -192,7 +194,8 @@ class Interpreter:
 
     @property
     def finished(self) -> bool:
-        return self.mode == "done"
+        """No more input for the flow (it may still come back: ``transferring``)."""
+        return self.mode in ("done", "transferring")
 
     @property
     def secret_input(self) -> bool:
@@ -218,7 +221,7 @@ class Interpreter:
         self._enter(self.flow.start, now)
 
     def digit(self, key: str, now: float) -> None:
-        if self.mode in ("idle", "done"):
+        if self.mode in ("idle", "done", "transferring"):
             return
         self._step(now, self.node_id, "key", key="*" if self.secret_input else key)
         if self._shortcuts is None:
@@ -289,6 +292,22 @@ class Interpreter:
             self._flow_ended(now)
         else:
             self._enter(target, now)
+
+    def transfer_failed(self, status: int, now: float) -> None:
+        """The transfer target did not answer (``status``): on to ``on_failure``."""
+        if self.mode != "transferring":
+            return
+        node = self.flow.nodes[self.node_id]
+        assert isinstance(node, Transfer) and node.on_failure is not None
+        self.variables["transfer_status"] = status
+        self._step(now, self.node_id, "transfer_failed", status=status)
+        self.mode = "idle"
+        self._enter(node.on_failure, now)
+
+    def transfer_answered(self, now: float) -> None:
+        if self.mode == "transferring":
+            self._step(now, self.node_id, "transfer_answered")
+            self.mode = "done"
 
     def prompt_done(self, now: float) -> None:
         if self.mode == "capture_prompt":
@@ -515,7 +534,7 @@ class Interpreter:
             self._commands.append(TransferCall(
                 node.kind, str(target), data, None if caller_id is None else _show(caller_id),
                 node.ring_timeout))
-            self.mode = "done"
+            self.mode = "done" if node.on_failure is None else "transferring"
             return None
         if isinstance(node, Action):
             params: dict[str, Any] = dict(node.literals)

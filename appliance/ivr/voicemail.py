@@ -37,9 +37,9 @@ from appliance.media.wav import read_wav, write_wav
 from appliance.passwords import verify
 
 RATE = 8000
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-MAILBOX_RE = re.compile(r"^[0-9]{2,8}$")
-ID_RE = re.compile(r"^[0-9]{13}-[0-9a-f]{6}$")
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+MAILBOX_RE = re.compile(r"[0-9]{2,8}")
+ID_RE = re.compile(r"[0-9]{13}-[0-9a-f]{6}")
 STATUSES = ("new", "saved")
 
 
@@ -69,9 +69,9 @@ class VoicemailStore:
 
     # ----------------------------------------------------------------- paths
     def _box(self, tenant_id: str, mailbox: str, *, create: bool = False) -> Path:
-        if not isinstance(tenant_id, str) or not TENANT_RE.match(tenant_id):
+        if not isinstance(tenant_id, str) or not TENANT_RE.fullmatch(tenant_id):
             raise VoicemailError(f"invalid tenant {tenant_id!r}")
-        if not isinstance(mailbox, str) or not MAILBOX_RE.match(mailbox):
+        if not isinstance(mailbox, str) or not MAILBOX_RE.fullmatch(mailbox):
             raise VoicemailError(f"invalid mailbox {mailbox!r}")
         tenant_dir = self.root / tenant_id
         box = tenant_dir / "voicemail" / mailbox
@@ -83,7 +83,7 @@ class VoicemailStore:
         return box
 
     def _file(self, box: Path, msg_id: str, suffix: str) -> Path:
-        if not isinstance(msg_id, str) or not ID_RE.match(msg_id):
+        if not isinstance(msg_id, str) or not ID_RE.fullmatch(msg_id):
             raise VoicemailError(f"invalid message id {msg_id!r}")
         path = box / f"{msg_id}{suffix}"
         if path.is_symlink() or not path.resolve().is_relative_to(box.resolve()):
@@ -103,7 +103,7 @@ class VoicemailStore:
             seconds=round(len(samples) / RATE, 2), status="new",
         )
         wav = self._file(box, msg.id, ".wav")
-        tmp = wav.with_suffix(".wav.tmp")
+        tmp = wav.with_suffix(f".wav.{secrets.token_hex(4)}.tmp")
         write_wav(tmp, np.asarray(samples, dtype=np.int16), RATE)
         tmp.replace(wav)
         self._write_meta(box, msg)
@@ -161,19 +161,20 @@ class VoicemailStore:
     def _ids(box: Path) -> builtins.list[str]:
         if not box.is_dir():
             return []
-        return sorted(p.stem for p in box.glob("*.json") if ID_RE.match(p.stem))
+        return sorted(p.stem for p in box.glob("*.json") if ID_RE.fullmatch(p.stem))
 
     def _read_meta(self, box: Path, msg_id: str) -> Message | None:
         path = self._file(box, msg_id, ".json")
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            return Message(**{k: doc[k] for k in Message.__dataclass_fields__})
+            msg = Message(**{k: doc[k] for k in Message.__dataclass_fields__})
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        return msg if (msg.id, msg.mailbox) == (msg_id, box.name) else None
 
     def _write_meta(self, box: Path, msg: Message) -> None:
         path = self._file(box, msg.id, ".json")
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.{secrets.token_hex(4)}.tmp")  # writers never share
         tmp.write_text(json.dumps(msg.to_dict(), sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
 

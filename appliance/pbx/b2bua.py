@@ -826,6 +826,10 @@ class B2bua:
         route = self.plan.route(Origin("extension", tenant_id=call.tenant_id), cmd.target)
         if route.kind not in ("extension", "hunt_group", "trunk"):
             self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
+            if leg.ivr is not None and leg.ivr.mode == "transferring":
+                leg.ivr.transfer_failed(404, now)
+                self._drive_ivr(leg, now)
+                return
             call.hangup_side = "node"
             self._hang_up(leg, now)
             return
@@ -971,6 +975,11 @@ class B2bua:
             self._place_b(b.call, a, route, b.targets[0], now, rest=b.targets[1:],
                           data=b.data)
             return
+        if a.ivr is not None and a.ivr.mode == "transferring" and a.state == "up":
+            a.peer = None  # the flow takes the caller back (its transfer's on_failure)
+            a.ivr.transfer_failed(status, now)
+            self._drive_ivr(a, now)
+            return
         self._fail_peer(a, status, now)
 
     def _on_b_answered(self, b: Leg, resp: Response, now: float) -> None:
@@ -1018,6 +1027,9 @@ class B2bua:
             self._drive_ivr(b, now)
             return
         assert a is not None
+        if a.ivr is not None:
+            a.ivr.transfer_answered(now)
+            self._drive_ivr(a, now)
         self._commands.append(BridgeMedia(a.id, b.id, call.tenant_id, call.id))
         if a.role == "a" and a.state in ("calling", "ringing"):
             self._answer_a(a, now)

@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from appliance.passwords import hash_secret
+from appliance.plan import token_hash
 from tests.harness.audio import make_tone_wav
 from tests.harness.baresip import Account, BaresipPhone
 from tests.harness.procs import (
@@ -42,7 +45,7 @@ PASSWORDS = {"1001": "acme-1001-pw", "1002": "acme-1002-pw", "1003": "acme-1003-
 def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
     return {
         "version": 1,
-        "node": {"id": "e2e"},
+        "node": {"id": "e2e", "api_tokens": [token_hash(API_TOKENS[None])]},
         "trunks": [{"name": "carrier", "address": CARRIER_IP, "port": carrier_port}],
         "tenants": [
             {
@@ -61,6 +64,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880033", "target": "flow:sys-voicemail"},
                 ],
                 "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
+                "api_tokens": [token_hash(API_TOKENS["acme"])],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
@@ -68,7 +72,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
                           "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
-                          "vm-leave": VM_LEAVE_FLOW},
+                          "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -77,6 +81,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "dids": [{"number": "+85230000001", "target": "2001"}],
                 "announcements": [{"number": "700", "text": "欢迎致电环球公司。", "voice": "cmn"}],
                 "outbound": [{"prefix": "9", "trunk": "carrier", "strip": 1}],
+                "api_tokens": [token_hash(API_TOKENS["globex"])],
             },
         ],
     }
@@ -103,6 +108,14 @@ PCAP_FLOW: dict[str, Any] = {
 
 
 VM_PIN = "2468"
+API_TOKENS = {"acme": "acme-api-token-0123456789", "globex": "globex-api-token-0123456789",
+              None: "operator-api-token-0123456789"}
+NOTICE_FLOW: dict[str, Any] = {
+    "flow": "notice", "version": 1, "start": "ask",
+    "nodes": {"ask": {"type": "menu", "prompt": {"tts": "Your order has shipped. Press 1."},
+                      "options": {"1": "thanks"}, "timeout": 10, "on_failure": "thanks"},
+              "thanks": {"type": "hangup", "prompt": {"tts": "Thank you."}}},
+}
 VM_LEAVE_FLOW: dict[str, Any] = {
     "flow": "vm-leave", "version": 1, "start": "leave",
     "nodes": {"leave": {"type": "voicemail", "mailbox": "1001", "prompt": {"tts": "Leave it."},
@@ -179,6 +192,22 @@ class NodeHandle:
         return wait_for(lambda: [e for e in self.trace() if predicate(e)], timeout,
                         "a matching trace event")
 
+    def api(self, method: str, path: str, tenant: str | None = "acme", body: Any = None,
+            ) -> tuple[int, Any]:
+        """Call the node's HTTP API as ``tenant`` (None: the operator); JSON decoded,
+        raw bytes for anything else."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.manifest["api"]["url"] + path, data=data,
+                                     method=method, headers={
+                                         "Authorization": f"Bearer {API_TOKENS[tenant]}",
+                                         "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                status, ctype, raw = resp.status, resp.headers.get_content_type(), resp.read()
+        except urllib.error.HTTPError as err:
+            status, ctype, raw = err.code, err.headers.get_content_type(), err.read()
+        return status, json.loads(raw) if ctype == "application/json" else raw
+
     def account(self, number: str, password: str | None = None, **kw: Any) -> Account:
         domain = "acme.example" if number.startswith("1") else "globex.example"
         return Account(user=number, domain=domain,
@@ -194,6 +223,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
     low, high = free_port_range("127.0.0.1", 400)
     plan_path = workdir / "plan.yaml"
     action_port = free_tcp_port("127.0.0.1")
+    api_port = free_tcp_port("127.0.0.1")
     plan_path.write_text(yaml.safe_dump(test_plan(carrier_port, action_port),
                                         allow_unicode=True))
     proc = ManagedProcess(
@@ -201,6 +231,7 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
         [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",
          str(plan_path), "--sip-port", str(sip_port), "--fs-port", str(fs_port),
          "--rtp-range", f"{low}-{high}", "--flood-limit", str(flood_limit), "--ring-timeout", "20",
+         "--api-port", str(api_port),
          *extra_args],
         workdir, cwd=Path(__file__).resolve().parents[2], long_lived=True,
     ).start()

@@ -17,6 +17,7 @@ from tests.harness.procs import (
     descendant_pids,
     free_port_pair,
     free_port_range,
+    free_tcp_port,
     wait_for_file,
 )
 
@@ -30,7 +31,8 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     proc = ManagedProcess(
         "demo", [sys.executable, "-m", "appliance.demo", "--run-dir", str(tmp_run),
                  "--sip-port", str(sip_port), "--fs-port", str(free_port_pair("127.0.0.1")),
-                 "--rtp-range", f"{low}-{high}"],
+                 "--rtp-range", f"{low}-{high}", "--api-port",
+                 str(free_tcp_port("127.0.0.1"))],
         tmp_run, cwd=REPO,
     ).start()
     manifest_path = tmp_run / "demo.json"
@@ -56,6 +58,30 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
                       timeout=60).returncode == 0
         assert "--plan" in m["flows"]["deploy"] and "--pid-file" in m["flows"]["deploy"]
         assert m["trace"]["command"][-2:] == ["--file", m["trace"]["path"]]
+        # voicemail: the retrieval number and each mailbox's PIN (the plan has hashes)
+        acme = m["tenants"][0]
+        assert acme["voicemail"] == "+862088880078"
+        pins = {b["number"]: b["pin"] for b in acme["mailboxes"]}
+        assert set(pins) == {"1001", "1002"} and all(p.isdigit() for p in pins.values())
+        plan_text = (tmp_run / "demo" / "plan.yaml").read_text()
+        assert all(pin not in plan_text for pin in pins.values())
+        assert acme["api_token"] not in plan_text
+        # the API answers each tenant with its own view, the operator with all
+        import urllib.error
+        import urllib.request
+
+        def get(path: str, token: str) -> Any:
+            req = urllib.request.Request(m["api"]["url"] + path,
+                                         headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        assert set(get("/ports", acme["api_token"])["tenants"]) == {"acme"}
+        assert set(get("/ports", m["api"]["operator_token"])["tenants"]) <= {"acme", "globex"}
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            get("/ports", "not-a-token")
+        assert denied.value.code == 401
+        denied.value.close()
         # the credentials work
         tenant = m["tenants"][0]
         ext = tenant["extensions"][0]

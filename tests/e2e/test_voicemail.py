@@ -60,6 +60,18 @@ def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
         rate, audio = read_wav(Path(node.manifest["storage"]["path"]) /
                                f"acme/voicemail/1001/{msg['id']}.wav")
         assert tone_seconds(audio, rate, 700) >= 1.5  # the caller's own audio
+        # the same message by API, with its WAV; another tenant cannot see the mailbox
+        status, listing = node.api("GET", "/mailboxes/1001/messages")
+        assert status == 200 and listing["new"] == 1
+        assert [m["id"] for m in listing["messages"]] == [msg["id"]]
+        status, wav = node.api("GET", f"/mailboxes/1001/messages/{msg['id']}/audio")
+        assert status == 200
+        (node.run_dir / "vm.wav").write_bytes(wav)
+        rate, fetched = read_wav(node.run_dir / "vm.wav")
+        assert np.array_equal(fetched, audio)
+        assert node.api("GET", "/mailboxes/1001/messages", tenant="globex")[0] == 404
+        assert node.api("GET", f"/mailboxes/1001/messages/{msg['id']}/audio",
+                        tenant="globex")[0] == 404
         # 2. message waiting: the owner's phone is told
         notify = owner.wait_request("NOTIFY", timeout=5)
         assert notify.headers.get("Event") == "message-summary"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from appliance.plan import Plan
@@ -86,3 +87,13 @@ def test_deploy_installs_flow_and_refuses_bad_ones(tmp_path: Path) -> None:
     )
     assert taken.returncode == 1 and "tenants.dids" in taken.stderr
     assert plan_path.read_text() == before
+
+
+def test_pin_prints_a_hash_the_plan_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.ivr.__main__ import main
+    from appliance.passwords import verify
+
+    assert main(["pin", "4321"]) == 0
+    hashed = capsys.readouterr().out.strip()
+    assert verify("4321", hashed) and "4321" not in hashed
+    assert main(["pin", "12"]) == 2

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import B2bua, PlayPrompts, WriteCdr
+from appliance.pbx.b2bua import B2bua, PlayPrompts, TraceEvent, WriteCdr
 from appliance.plan import Plan
 from appliance.sip.message import Request, make_response, parse_message
 from appliance.sip.sdp import make_offer
@@ -104,3 +104,32 @@ def test_failed_originate_writes_its_cdr() -> None:
     c.receive(make_response(invite, 486, to_tag="x").to_bytes(), EDGE, 2.0)
     cdr = next(x.cdr for x in c.commands() if isinstance(x, WriteCdr))
     assert (cdr.disposition, cdr.sip_status) == ("busy", 486)
+
+
+FALLBACK = {"flow": "fallback", "version": 1, "start": "sales", "nodes": {
+    "sales": {"type": "transfer", "extension": "1002", "ring_timeout": 4,
+              "on_failure": "sorry"},
+    "sorry": {"type": "play", "prompt": {"tts": "Nobody is free."}}}}
+
+
+def test_transfer_that_is_not_answered_returns_to_the_flow() -> None:
+    from tests.pbx.test_b2bua import invite
+
+    doc = copy.deepcopy(DOC)
+    doc["tenants"][0]["flows"] = {"fallback": FALLBACK}
+    doc["tenants"][0]["dids"].append({"number": "+862088880070", "target": "flow:fallback"})
+    c = B2bua(plan=Plan.from_dict(doc), local_ip="127.0.0.1", local_port=5080, edge=EDGE,
+              media_ip="127.0.0.1", ports=PortPool(30000, 30100))
+    c.receive(invite("sip:+862088880070@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    out = [parse_message(d) for d, _ in c.outgoing()]
+    [b_invite] = [m for m in out if isinstance(m, Request) and m.method == "INVITE"]
+    assert b_invite.uri.user == "1002"
+    c.commands()
+    c.receive(make_response(b_invite, 486, to_tag="busy").to_bytes(), EDGE, 2.0)
+    cmds = c.commands()
+    plays = [x for x in cmds if isinstance(x, PlayPrompts)]
+    assert plays and plays[-1].prompts[0] == {"tts": "Nobody is free."}
+    assert c.active_calls == 1  # the caller is still with the flow
+    failed = [dict(x.data) for x in cmds if isinstance(x, TraceEvent)
+              and dict(x.data).get("step") == "transfer_failed"]
+    assert [f["status"] for f in failed] == ["486"]

@@ -1,0 +1,572 @@
+"""The node's HTTP API: live use, call traces, voicemail and prompts (edge module;
+R-4.17 monitoring by API, R-4.10 voicemail retrieval, R-4.3 prompt upload).
+
+Theory of operation
+-------------------
+``make_app(backend)`` builds an ``aiohttp.web.Application`` over an ``ApiBackend``:
+the node (or a test) provides the stores and a few callbacks, and the API is a thin
+edge around them.  ``start_api(backend, host, port)`` serves it on a TCP site (by
+default on 127.0.0.1 only: put a TLS reverse proxy in front, or pass ``ssl_context``,
+before exposing it, since bearer tokens travel in every request) and returns the
+``AppRunner``; the caller stops it with ``await runner.cleanup()``.
+
+The backend (a ``typing.Protocol``; the node satisfies it structurally)::
+
+    class ApiBackend(Protocol):
+        voicemail: VoicemailStore          # appliance.ivr.voicemail
+        prompts: PromptStore               # appliance.ivr.prompts
+        trace_path: Path                   # the node's trace.jsonl
+        def usage(self) -> dict[str, dict[str, int]]       # {"acme": {"calls": 2, "ivr_busy": 1}}
+        def node_status(self) -> dict[str, Any]            # {"node": id, "plan_version": n}
+        def authenticate(self, token: str) -> Principal | None
+        def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool
+        def mailbox_changed(self, tenant_id: str, mailbox: str) -> None
+        def ivr_ports(self, tenant_id: str | None) -> int  # limit, 0 = unlimited
+        def originate(self, tenant_id, number, flow, *, caller_id, ring_seconds,
+                      variables) -> str                 # call id; ValueError: refused
+
+The backend's methods are called on the event loop (they read the node's live state,
+which belongs to the loop) and must therefore be quick: ``authenticate`` should look a
+token up (for instance by its SHA-256), not run a slow password hash.  Store calls and
+trace reading block on the disk and run in worker threads (``asyncio.to_thread``).
+
+Auth model
+----------
+Every route except ``GET /api/v1/health`` needs ``Authorization: Bearer <token>``;
+a missing, malformed or unknown token gets 401 with ``WWW-Authenticate: Bearer``.
+``authenticate`` maps a token to a ``Principal``: a tenant's (``tenant_id`` set) or
+the platform operator's (``tenant_id`` None).  The tenant a request acts for is always
+the token's: a tenant token that names another tenant in ``?tenant=`` is refused (400,
+the same answer whatever the other tenant), and another tenant's call, mailbox or
+message is simply not found (404, never 403: existence is not revealed).  The operator
+names the tenant with ``?tenant=<id>`` on the tenant-scoped routes (mailboxes,
+prompts; 400 without it); on ``/ports`` and the trace routes it is an optional filter.
+Tokens are never logged; changes (message marked or deleted, prompt stored or
+deleted) are logged with the principal's name.
+
+Routes (all JSON except the audio; errors are
+``{"error": {"id": "<stable id>", "message": "..."}}``)
+----------------------------------------------------------------------------------
+- ``GET    /api/v1/health``                                   ``{"ok": true}``, no token
+- ``GET    /api/v1/ports``                                    live use per tenant
+- ``POST   /api/v1/calls``                                    an outbound call running a
+  flow (R-4.2): ``{number, flow, caller_id?, ring_timeout?, variables?}``, 201 ``{call}``
+- ``GET    /api/v1/calls/latest/trace``                       the latest call's steps
+- ``GET    /api/v1/calls/{call_id}/trace``                    one call's steps
+- ``GET    /api/v1/mailboxes/{mailbox}/messages``             counts and messages
+- ``GET    /api/v1/mailboxes/{mailbox}/messages/{id}``        one message
+- ``GET    /api/v1/mailboxes/{mailbox}/messages/{id}/audio``  its WAV (8 kHz mono)
+- ``PATCH  /api/v1/mailboxes/{mailbox}/messages/{id}``        ``{"status": "saved"|"new"}``
+- ``DELETE /api/v1/mailboxes/{mailbox}/messages/{id}``        204
+- ``GET    /api/v1/prompts[?language=xx]``                    the tenant's recordings
+- ``PUT    /api/v1/prompts/{language}/{name}``                body: a WAV, 201
+- ``DELETE /api/v1/prompts/{language}/{name}``                204
+
+Path parameters are validated at the edge with the stores' own rules (400
+``bad_request``).  Bodies are bounded: a prompt upload is read in chunks up to
+``MAX_PROMPT_BYTES`` (413 ``too_large`` beyond, before storing anything), a JSON body up
+to ``MAX_JSON_BYTES``.  Every response carries ``Cache-Control: no-store``.
+docs/API.md has examples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import ssl
+import wave
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from appliance.ivr.prompts import LANGUAGE_RE, NAME_RE, PromptError, PromptStore, StoredPrompt
+from appliance.ivr.voicemail import (
+    ID_RE,
+    MAILBOX_RE,
+    STATUSES,
+    TENANT_RE,
+    Message,
+    VoicemailError,
+    VoicemailStore,
+)
+from appliance.trace import read_trace
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_PROMPT_BYTES",
+    "ApiBackend",
+    "Principal",
+    "make_app",
+    "start_api",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT_BYTES: Final = 20 * 1024 * 1024
+MAX_JSON_BYTES: Final = 64 * 1024
+CALL_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+WAV_TYPES: Final = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "application/octet-stream"})
+_CHUNK: Final = 64 * 1024
+_REALM: Final = 'Bearer realm="branchline"'
+_HTTP_IDS: Final[Mapping[int, str]] = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a token belongs to: a tenant, or the platform operator (``tenant_id`` None)."""
+
+    tenant_id: str | None
+    name: str
+
+
+class ApiBackend(Protocol):
+    @property
+    def voicemail(self) -> VoicemailStore: ...
+
+    @property
+    def prompts(self) -> PromptStore: ...
+
+    @property
+    def trace_path(self) -> Path: ...
+
+    def usage(self) -> dict[str, dict[str, int]]: ...
+
+    def node_status(self) -> dict[str, Any]: ...
+
+    def authenticate(self, token: str) -> Principal | None: ...
+
+    def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool: ...
+
+    def mailbox_changed(self, tenant_id: str, mailbox: str) -> None: ...
+
+    def ivr_ports(self, tenant_id: str | None) -> int: ...
+
+    def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
+                  ring_seconds: float | None, variables: Mapping[str, str]) -> str: ...
+
+
+BACKEND: Final = web.AppKey[ApiBackend]("backend")
+PRINCIPAL: Final = web.RequestKey[Principal]("principal")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, stable id, human message."""
+
+    def __init__(self, status: int, error_id: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_id = error_id
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        return _error(self.status, self.error_id, self.message, self.headers)
+
+
+def _error(status: int, error_id: str, message: str,
+           headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"id": error_id, "message": message}},
+                             status=status, headers=headers)
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+# --------------------------------------------------------------------------- middleware
+def _authenticate(request: web.Request) -> Principal:
+    header = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header is required",
+                       {hdrs.WWW_AUTHENTICATE: _REALM})
+    principal = request.app[BACKEND].authenticate(token)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "unknown token",
+                       {hdrs.WWW_AUTHENTICATE: f'{_REALM}, error="invalid_token"'})
+    return principal
+
+
+@web.middleware
+async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication, and every failure as a JSON error."""
+    try:
+        if request.match_info.route.name != "health":
+            request[PRINCIPAL] = _authenticate(request)
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:  # the router's 404/405, aiohttp's own 413...
+        if exc.status < 400:
+            raise
+        allow = exc.headers.get(hdrs.ALLOW)
+        headers = {"Allow": allow} if allow is not None else None
+        response = _error(exc.status, _HTTP_IDS.get(exc.status, "http_error"), exc.reason,
+                          headers)
+    except Exception:
+        log.exception("api: %s %s failed", request.method, request.path)
+        response = _error(500, "internal_error", "internal error (logged on the node)")
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"
+    return response
+
+
+# --------------------------------------------------------------------------- helpers
+def _tenant(request: web.Request, *, required: bool) -> str | None:
+    """The tenant the request acts for: the token's, or the operator's ``?tenant=``."""
+    principal = request[PRINCIPAL]
+    asked = request.query.get("tenant")
+    if principal.tenant_id is not None:
+        if asked is not None and asked != principal.tenant_id:
+            raise _bad("a tenant token acts for its own tenant only: drop ?tenant=")
+        return principal.tenant_id
+    if asked is None:
+        if required:
+            raise _bad("the operator token needs ?tenant=<id> on this route")
+        return None
+    if not TENANT_RE.fullmatch(asked):
+        raise _bad("invalid tenant id")
+    return asked
+
+
+def _required_tenant(request: web.Request) -> str:
+    tenant = _tenant(request, required=True)
+    assert tenant is not None
+    return tenant
+
+
+def _param(request: web.Request, key: str, pattern: re.Pattern[str], what: str) -> str:
+    value = request.match_info[key]
+    if not pattern.fullmatch(value):
+        raise _bad(f"invalid {what} {value!r}")
+    return value
+
+
+def _audit(request: web.Request, tenant: str, what: str, *args: object) -> None:
+    log.info("api: %s (tenant %s): " + what, request[PRINCIPAL].name, tenant, *args)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    too_large = ApiError(413, "too_large", f"the body exceeds {limit} bytes")
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any]:
+    raw = await _read_body(request, MAX_JSON_BYTES)
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("the body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise _bad("the body must be a JSON object")
+    return doc
+
+
+# --------------------------------------------------------------------------- monitoring
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _ports(request: web.Request) -> web.Response:
+    backend = request.app[BACKEND]
+    tenant = _tenant(request, required=False)
+    usage = backend.usage()
+
+    def entry(tenant_id: str) -> dict[str, int]:
+        use = usage.get(tenant_id, {})
+        return {"calls": int(use.get("calls", 0)), "ivr_busy": int(use.get("ivr_busy", 0)),
+                "ivr_ports": backend.ivr_ports(tenant_id)}
+
+    names = [tenant] if tenant is not None else sorted(usage)
+    status = backend.node_status()
+    body: dict[str, Any] = {"node": status.get("node"), "plan_version": status.get("plan_version"),
+                            "tenants": {name: entry(name) for name in names}}
+    if request[PRINCIPAL].tenant_id is None:
+        body["ivr_ports"] = backend.ivr_ports(None)
+    return web.json_response(body)
+
+
+def _steps(path: Path, call: str | None, tenant: str | None) -> list[dict[str, Any]]:
+    try:
+        return read_trace(path, call, tenant)
+    except FileNotFoundError:
+        return []
+
+
+async def _trace(request: web.Request) -> web.Response:
+    tenant = _tenant(request, required=False)
+    call: str | None = None
+    if "call_id" in request.match_info:
+        call = _param(request, "call_id", CALL_RE, "call id")
+    steps = await asyncio.to_thread(_steps, request.app[BACKEND].trace_path, call, tenant)
+    if not steps:
+        raise _not_found("no such call" if call is not None else "no call traced yet")
+    return web.json_response({"call": call if call is not None else steps[-1].get("call"),
+                              "steps": steps})
+
+
+# --------------------------------------------------------------------------- voicemail
+def _mailbox(request: web.Request) -> tuple[str, str]:
+    """(tenant, mailbox), 404 unless the tenant has that mailbox."""
+    tenant = _required_tenant(request)
+    mailbox = _param(request, "mailbox", MAILBOX_RE, "mailbox")
+    if "id" in request.match_info:
+        _param(request, "id", ID_RE, "message id")
+    if not request.app[BACKEND].mailbox_exists(tenant, mailbox):
+        raise _not_found(f"no mailbox {mailbox}")
+    return tenant, mailbox
+
+
+def _message_doc(request: web.Request, tenant: str, msg: Message) -> dict[str, Any]:
+    # the mailbox of the request's path, not the one the metadata file claims
+    mailbox = request.match_info["mailbox"]
+    url = request.app.router["vm_audio"].url_for(mailbox=mailbox, id=msg.id)
+    if request[PRINCIPAL].tenant_id is None:
+        url = url.with_query(tenant=tenant)
+    return {**msg.to_dict(), "audio_url": str(url)}
+
+
+async def _messages(request: web.Request) -> web.Response:
+    tenant, mailbox = _mailbox(request)
+    store = request.app[BACKEND].voicemail
+    try:
+        messages = await asyncio.to_thread(store.list, tenant, mailbox)
+    except VoicemailError as exc:  # the mailbox directory refused (a planted link)
+        raise _not_found(str(exc)) from None
+    new = sum(1 for m in messages if m.status == "new")
+    return web.json_response({
+        "mailbox": mailbox, "new": new, "saved": len(messages) - new,
+        "messages": [_message_doc(request, tenant, m) for m in messages],
+    })
+
+
+async def _message(request: web.Request) -> web.Response:
+    tenant, mailbox = _mailbox(request)
+    store = request.app[BACKEND].voicemail
+    try:
+        msg = await asyncio.to_thread(store.get, tenant, mailbox, request.match_info["id"])
+    except VoicemailError as exc:
+        raise _not_found(str(exc)) from None
+    return web.json_response(_message_doc(request, tenant, msg))
+
+
+async def _audio(request: web.Request) -> web.StreamResponse:
+    tenant, mailbox = _mailbox(request)
+    msg_id = request.match_info["id"]
+    store = request.app[BACKEND].voicemail
+
+    def locate() -> Path:
+        path = store.audio_path(tenant, mailbox, msg_id)
+        if not path.is_file():
+            raise VoicemailError(f"message {msg_id} has no audio")
+        return path
+
+    try:
+        path = await asyncio.to_thread(locate)
+    except VoicemailError as exc:
+        raise _not_found(str(exc)) from None
+    return web.FileResponse(path, headers={
+        hdrs.CONTENT_TYPE: "audio/wav",
+        hdrs.CONTENT_DISPOSITION: f'inline; filename="{msg_id}.wav"',
+    })
+
+
+async def _mark(request: web.Request) -> web.Response:
+    tenant, mailbox = _mailbox(request)
+    doc = await _read_json_object(request)
+    status = doc.get("status")
+    if set(doc) != {"status"} or status not in STATUSES:
+        raise _bad(f'the body is {{"status": one of {", ".join(STATUSES)}}}')
+    backend = request.app[BACKEND]
+    msg_id = request.match_info["id"]
+    try:
+        msg = await asyncio.to_thread(backend.voicemail.mark, tenant, mailbox, msg_id, status)
+    except (VoicemailError, FileNotFoundError):
+        raise _not_found(f"no message {msg_id} in mailbox {mailbox}") from None
+    _audit(request, tenant, "voicemail %s/%s marked %s", mailbox, msg_id, status)
+    backend.mailbox_changed(tenant, mailbox)
+    return web.json_response(_message_doc(request, tenant, msg))
+
+
+async def _delete_message(request: web.Request) -> web.Response:
+    tenant, mailbox = _mailbox(request)
+    backend = request.app[BACKEND]
+    msg_id = request.match_info["id"]
+    try:
+        await asyncio.to_thread(backend.voicemail.delete, tenant, mailbox, msg_id)
+    except (VoicemailError, FileNotFoundError):  # FileNotFoundError: a concurrent delete
+        raise _not_found(f"no message {msg_id} in mailbox {mailbox}") from None
+    _audit(request, tenant, "voicemail %s/%s deleted", mailbox, msg_id)
+    backend.mailbox_changed(tenant, mailbox)
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- calls
+_NUMBER_RE: Final = re.compile(r"\+?[0-9]{2,20}")
+_FLOW_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+async def _originate(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    doc = await _read_json_object(request)
+    unknown = set(doc) - {"number", "flow", "caller_id", "ring_timeout", "variables"}
+    if unknown:
+        raise _bad(f"unknown fields: {', '.join(sorted(unknown))}")
+    number, flow = doc.get("number"), doc.get("flow")
+    if not isinstance(number, str) or not _NUMBER_RE.fullmatch(number):
+        raise _bad("number: 2-20 digits, optionally with a leading +")
+    if not isinstance(flow, str) or not _FLOW_RE.fullmatch(flow):
+        raise _bad("flow: the name of one of the tenant's flows")
+    caller_id = doc.get("caller_id")
+    if caller_id is not None and (not isinstance(caller_id, str)
+                                  or not _NUMBER_RE.fullmatch(caller_id)):
+        raise _bad("caller_id: one of the tenant's numbers")
+    ring = doc.get("ring_timeout")
+    if ring is not None and (isinstance(ring, bool) or not isinstance(ring, int | float)
+                             or not 1 <= ring <= 300):
+        raise _bad("ring_timeout: seconds between 1 and 300")
+    variables = doc.get("variables", {})
+    if not isinstance(variables, dict) or len(variables) > 50 or not all(
+            isinstance(k, str) and _VAR_RE.fullmatch(k) and isinstance(v, str)
+            and len(v) <= 1000 for k, v in variables.items()):
+        raise _bad("variables: up to 50 names (identifiers) with text values")
+    try:
+        call = request.app[BACKEND].originate(
+            tenant, number, flow, caller_id=caller_id,
+            ring_seconds=None if ring is None else float(ring), variables=variables)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    _audit(request, tenant, "outbound call %s to %s running flow %s", call, number, flow)
+    return web.json_response({"call": call}, status=201)
+
+
+# --------------------------------------------------------------------------- prompts
+def _prompt_doc(prompt: StoredPrompt) -> dict[str, Any]:
+    """What a client sees of a stored prompt (never its path on the node)."""
+    seconds: float | None = None
+    try:
+        with wave.open(str(prompt.path), "rb") as w:
+            seconds = round(w.getnframes() / w.getframerate(), 2)
+    except (OSError, EOFError, wave.Error, ZeroDivisionError):
+        pass  # a file copied in by hand in a format ``wave`` does not read
+    return {"language": prompt.language, "name": prompt.name, "bytes": prompt.size,
+            "seconds": seconds}
+
+
+async def _prompts(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    language = request.query.get("language")
+    if language is not None and not LANGUAGE_RE.fullmatch(language):
+        raise _bad(f"invalid language {language!r}")
+    store = request.app[BACKEND].prompts
+
+    def listing() -> list[dict[str, Any]]:
+        return [_prompt_doc(p) for p in store.list(tenant, language)]
+
+    try:
+        prompts = await asyncio.to_thread(listing)
+    except PromptError as exc:
+        raise _bad(str(exc)) from None
+    return web.json_response({"prompts": prompts})
+
+
+def _prompt_params(request: web.Request) -> tuple[str, str, str]:
+    tenant = _required_tenant(request)
+    language = _param(request, "language", LANGUAGE_RE, "language")
+    name = _param(request, "name", NAME_RE, "prompt name")
+    return tenant, language, name
+
+
+async def _put_prompt(request: web.Request) -> web.Response:
+    tenant, language, name = _prompt_params(request)
+    if request.content_type.lower() not in WAV_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the WAV as one of {', '.join(sorted(WAV_TYPES))}")
+    body = await _read_body(request, MAX_PROMPT_BYTES)
+    store = request.app[BACKEND].prompts
+
+    def store_it() -> dict[str, Any]:
+        path = store.add(tenant, language, name, body)
+        return _prompt_doc(StoredPrompt(tenant, language, name, path, path.stat().st_size))
+
+    try:
+        doc = await asyncio.to_thread(store_it)
+    except PromptError as exc:
+        raise ApiError(400, "invalid_audio", str(exc)) from None
+    _audit(request, tenant, "prompt %s/%s stored (%d bytes uploaded)", language, name, len(body))
+    return web.json_response(doc, status=201)
+
+
+async def _delete_prompt(request: web.Request) -> web.Response:
+    tenant, language, name = _prompt_params(request)
+    store = request.app[BACKEND].prompts
+    try:
+        await asyncio.to_thread(store.delete, tenant, language, name)
+    except PromptError:
+        raise _not_found(f"no prompt {name} in {language}") from None
+    _audit(request, tenant, "prompt %s/%s deleted", language, name)
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- app
+def make_app(backend: ApiBackend) -> web.Application:
+    app = web.Application(middlewares=[_edge], client_max_size=MAX_PROMPT_BYTES)
+    app[BACKEND] = backend
+    r = app.router
+    r.add_get("/api/v1/health", _health, name="health")
+    r.add_get("/api/v1/ports", _ports)
+    r.add_post("/api/v1/calls", _originate)
+    r.add_get("/api/v1/calls/latest/trace", _trace)  # before {call_id}: routes match in order
+    r.add_get("/api/v1/calls/{call_id}/trace", _trace)
+    box = "/api/v1/mailboxes/{mailbox}/messages"
+    r.add_get(box, _messages)
+    r.add_get(box + "/{id}", _message)
+    r.add_patch(box + "/{id}", _mark)
+    r.add_delete(box + "/{id}", _delete_message)
+    r.add_get(box + "/{id}/audio", _audio, name="vm_audio")
+    r.add_get("/api/v1/prompts", _prompts)
+    r.add_put("/api/v1/prompts/{language}/{name}", _put_prompt)
+    r.add_delete("/api/v1/prompts/{language}/{name}", _delete_prompt)
+    return app
+
+
+async def start_api(backend: ApiBackend, host: str = "127.0.0.1", port: int = 8088, *,
+                    ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve the API on ``host:port`` (0: any free port, see ``runner.addresses``)."""
+    runner = web.AppRunner(make_app(backend))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("api: listening on %s", ", ".join(map(str, runner.addresses)))
+    return runner
