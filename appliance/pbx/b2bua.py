@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode
 
 from appliance.ivr.flow import Flow
 from appliance.ivr.interpreter import (
@@ -265,6 +266,7 @@ class Call:
     codec: str = ""
     legs: list[Leg] = field(default_factory=list)
     ended: bool = False
+    data: dict[str, str] = field(default_factory=dict)  # the payload the call carries
 
 
 # --------------------------------------------------------------------------- core
@@ -676,6 +678,7 @@ class B2bua:
             self._respond(key, req, 403, "Transfer Not Allowed", now)
             return
         target = NameAddr.parse(refer_to).uri
+        leg.call.data.update(_refer_data(target))  # what the agent adds (R-4.9)
         replaces = _replaces(target)
         if replaces is not None:
             other = self._leg_by_dialog.get(replaces)
@@ -700,7 +703,7 @@ class B2bua:
             # call's data; no new leg is needed since media is anchored here
             assert route.flow is not None
             peer.ivr = Interpreter(route.flow, variables={
-                "caller": peer.call.caller, "dialled": target.user or "",
+                **peer.call.data, "caller": peer.call.caller, "dialled": target.user or "",
                 "tenant": peer.call.tenant_id or "", "transferred_by": leg.number},
                 flows=self._flows(peer.call.tenant_id))
             peer.ivr_steps = 0
@@ -710,7 +713,8 @@ class B2bua:
             self._arm(now + 5.0, "transferor_bye", leg)
             return
         members = route.members or (route.target,)
-        b = self._place_b(leg.call, peer, route, members[0], now, rest=members[1:])
+        b = self._place_b(leg.call, peer, route, members[0], now, rest=members[1:],
+                          data=dict(leg.call.data) or None)
         if b is not None:
             b.transfer_from = leg
 
@@ -834,9 +838,10 @@ class B2bua:
             self._hang_up(leg, now)
             return
         call.destination = _destination(route)
+        call.data.update(cmd.data)  # what the flow collected joins what the call carried
         members = route.members or (route.target,)
         self._place_b(call, leg, route, members[0], now, rest=members[1:],
-                      data=dict(cmd.data), caller_id=cmd.caller_id,
+                      data=dict(call.data), caller_id=cmd.caller_id,
                       ring_seconds=cmd.ring_seconds)
 
     # ----------------------------------------------------------------- B legs
@@ -900,7 +905,8 @@ class B2bua:
         b.client_key = self.layer.send_request(invite, self.edge, now)
         self._leg_by_client[b.client_key] = b
         self._arm(now + b.ring_seconds, "ring_timeout", b)
-        self._trace(call, "dialing", leg=b.id, target=number)
+        self._trace(call, "dialing", leg=b.id, target=number,
+                    **({"data": urlencode(sorted(data.items()))} if data else {}))
         return b
 
     def _presented_number(self, tenant: Tenant, a: Leg | None,
@@ -1340,6 +1346,23 @@ def _info_digit(body: bytes, ctype: str) -> str | None:
                 digit = value.strip()[:1]
     digit = digit.upper()
     return digit if digit in _DTMF_KEYS else None
+
+
+_DATA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _refer_data(uri: SipUri) -> dict[str, str]:
+    """``X-BL-Data`` an agent puts in the Refer-To URI (``?X-BL-Data=<urlencoded>``):
+    names are identifiers, values text; at most 50 items of 1000 characters; anything
+    else is ignored."""
+    out: dict[str, str] = {}
+    for name, value in getattr(uri, "headers", ()) or ():
+        if name.lower() != "x-bl-data":
+            continue
+        for key, val in parse_qsl(unquote(value), keep_blank_values=True):
+            if _DATA_NAME.fullmatch(key) and len(val) <= 1000 and len(out) < 50:
+                out[key] = val
+    return out
 
 
 def _replaces(uri: SipUri) -> tuple[str, str, str] | None:

@@ -196,15 +196,16 @@ def test_flow_data_actions_http_and_file_then_error_branch(
 
 def test_agent_transfers_caller_to_the_ivr(node: NodeHandle, phones: Any,
                                            tones: dict[int, Path]) -> None:
-    """R-4.9 agent -> IVR: the agent blind-transfers the caller to the flow's number;
-    the caller walks the flow and is handed on with the data it collected."""
+    """R-4.9 agent -> IVR: the agent blind-transfers the caller to the flow's number,
+    adding data of its own in the Refer-To URI; the caller walks the flow and is handed
+    on with both the agent's data and what the flow collected."""
     alice = phones(node.account("1001"), tone=tones[1000])
     pstn = carrier(node, phones, tones[440])
     before = {e["call"] for e in node.trace()}
     call = pstn.dial(f"sip:+862088880001@127.0.0.1:{node.sip_port}")
     call.wait_established()
     alice.wait_for_event("CALL_ESTABLISHED")
-    alice.transfer("sip:+862088880077@acme.example")
+    alice.transfer("<sip:+862088880077@acme.example?X-BL-Data=note%3Dvip%26case%3D77>")
     alice.wait_for_event("CALL_CLOSED")
     started = node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "start"
                               and e["call"] not in before)
@@ -217,5 +218,9 @@ def test_agent_transfers_caller_to_the_ivr(node: NodeHandle, phones: Any,
     [transfer] = ivr_steps(node, call_id, "transfer")
     assert transfer["data.account"] == "4321" and transfer["target"] == "1001"
     alice.wait_for_event("CALL_ESTABLISHED")  # the flow hands the caller back to 1001
+    dialing = [e for e in node.trace() if e["call"] == call_id and e["event"] == "dialing"]
+    assert parse_qs(dialing[-1]["data"]) == {"note": ["vip"], "case": ["77"],
+                                              "account": ["4321"], "reason": ["billing"],
+                                              "length": ["4"]}
     pstn.hangup()
     call.wait_closed()
