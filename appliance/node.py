@@ -244,7 +244,11 @@ class Node:
         self._spawn(asyncio.to_thread(self._tell_mailbox_phone, tenant_id, mailbox))
 
     def ivr_ports(self, tenant_id: str | None) -> int:
-        return 0  # no limit yet: quotas come with the controller
+        """The IVR port limit of a tenant, or of the node (None); 0: no limit."""
+        if tenant_id is None:
+            return self.plan.ivr_ports
+        tenant = self.plan.tenant(tenant_id)
+        return tenant.ivr_ports if tenant is not None else 0
 
     def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
                   ring_seconds: float | None, variables: Mapping[str, str]) -> str:

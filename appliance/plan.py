@@ -113,6 +113,7 @@ class Tenant:
     action_hosts: tuple[str, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # sha256:<hex> of tokens
+    ivr_ports: int = 0  # IVR ports this tenant may hold at once (0: no limit)
 
     def mailbox(self, number: str) -> Mailbox | None:
         return next((m for m in self.mailboxes if m.number == number), None)
@@ -170,6 +171,7 @@ class Plan:
     tenants: tuple[Tenant, ...]
     trunks: tuple[Trunk, ...] = ()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # the operator's (NOC)
+    ivr_ports: int = 0  # IVR ports of the node (0: no limit)
     _by_domain: dict[str, Tenant] = field(default_factory=dict, compare=False, repr=False)
     _by_did: dict[str, tuple[Tenant, Did]] = field(
         default_factory=dict, compare=False, repr=False
@@ -261,12 +263,15 @@ class Plan:
         api_tokens = _token_hashes(node if isinstance(node, dict) else {}, "node")
         _unique("api_tokens", [*api_tokens, *(h for t in tenants for h in t.api_tokens)])
         return cls(version=version, node_id=node_id, tenants=tenants, trunks=trunks,
-                   api_tokens=api_tokens)
+                   api_tokens=api_tokens,
+                   ivr_ports=_limit(node if isinstance(node, dict) else {}, "ivr_ports",
+                                    "node"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "node": {"id": self.node_id, "api_tokens": list(self.api_tokens)},
+            "node": {"id": self.node_id, "api_tokens": list(self.api_tokens),
+                     "ivr_ports": self.ivr_ports},
             "trunks": [
                 {"name": t.name, "address": t.address, "port": t.port} for t in self.trunks
             ],
@@ -303,6 +308,7 @@ class Plan:
                     ],
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                     "api_tokens": list(t.api_tokens),
+                    "limits": {"ivr_ports": t.ivr_ports},
                 }
                 for t in self.tenants
             ],
@@ -354,6 +360,13 @@ def _token_hashes(doc: dict[str, Any], path: str) -> tuple[str, ...]:
             isinstance(v, str) and _TOKEN_HASH_RE.match(v) for v in value):
         raise PlanError(f"{path}.api_tokens", "a list of token hashes (sha256:<hex>)")
     return tuple(value)
+
+
+def _limit(doc: dict[str, Any], key: str, path: str) -> int:
+    value = doc.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
+        raise PlanError(f"{path}.{key}", "a count from 0 (no limit) to 100000")
+    return value
 
 
 def _trunk(path: str, doc: Any) -> Trunk:
@@ -471,5 +484,12 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
-        api_tokens=_token_hashes(doc, path),
+        api_tokens=_token_hashes(doc, path), ivr_ports=_tenant_limits(doc, path),
     )
+
+
+def _tenant_limits(doc: dict[str, Any], path: str) -> int:
+    limits = doc.get("limits", {})
+    if not isinstance(limits, dict) or not set(limits) <= {"ivr_ports"}:
+        raise PlanError(f"{path}.limits", "a mapping with ivr_ports")
+    return _limit(limits, "ivr_ports", f"{path}.limits")

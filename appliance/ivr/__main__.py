@@ -13,6 +13,7 @@ version stays live.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -88,11 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     p_deploy.add_argument("--tenant", required=True)
     p_deploy.add_argument("--number", required=True, help="DID to attach the flow to")
     p_deploy.add_argument("--pid-file", type=Path, help="SIGHUP this node afterwards")
+    sub.add_parser("schema", help="print the JSON Schema of flow documents")
     p_pin = sub.add_parser("pin", help="print the hash of a voicemail PIN for the plan")
     p_pin.add_argument("pin", help="4 to 12 digits")
     args = parser.parse_args(argv)
     if args.command == "lint":
         return lint(args.file)
+    if args.command == "schema":
+        from appliance.ivr.schema import flow_schema
+
+        print(json.dumps(flow_schema(), indent=2, ensure_ascii=False))
+        return 0
     if args.command == "pin":
         if not (args.pin.isdigit() and 4 <= len(args.pin) <= 12):
             print("error: a PIN is 4 to 12 digits", file=sys.stderr)

@@ -332,6 +332,19 @@ class B2bua:
     def active_calls(self) -> int:
         return len(self.calls)
 
+    def ivr_full(self, tenant_id: str | None) -> str | None:
+        """Why a new IVR call cannot start now (the node's or the tenant's IVR ports are
+        all busy), or None."""
+        busy = self.usage()
+        if self.plan.ivr_ports and sum(u["ivr_busy"] for u in busy.values()) >= \
+                self.plan.ivr_ports:
+            return "node IVR ports busy"
+        tenant = self.plan.tenant(tenant_id or "")
+        if tenant is not None and tenant.ivr_ports and \
+                busy.get(tenant.id, {}).get("ivr_busy", 0) >= tenant.ivr_ports:
+            return "tenant IVR ports busy"
+        return None
+
     def usage(self) -> dict[str, dict[str, int]]:
         """Live use per tenant: calls in progress and IVR ports busy (R-4.17)."""
         out: dict[str, dict[str, int]] = {}
@@ -575,6 +588,9 @@ class B2bua:
             self._answer_a(a, now)
             self._commands.append(PlayPrompts(a.id, call.tenant_id, ({"tts": route.text},),
                                               route.voice))
+        elif route.kind == "flow" and (full := self.ivr_full(tenant_id)) is not None:
+            self._trace(call, "ivr_ports_full", reason=full)
+            self._fail_a(a, 486 if full.startswith("tenant") else 503, now, "IVR Ports Busy")
         elif route.kind == "flow":
             assert route.flow is not None
             self._answer_a(a, now)
@@ -692,6 +708,10 @@ class B2bua:
         if route.kind not in ("extension", "hunt_group", "trunk", "flow"):
             self._respond(key, req, 404, None, now)
             return
+        if route.kind == "flow" and (full := self.ivr_full(leg.call.tenant_id)) is not None:
+            self._trace(leg.call, "ivr_ports_full", reason=full)
+            self._respond(key, req, 486, "IVR Ports Busy", now)
+            return
         self._respond(key, req, 202, None, now)
         self._notify_refer(leg, "100 Trying", now)
         self._trace(leg.call, "transfer", mode="blind", by=leg.id, to=target.user or "")
@@ -794,6 +814,9 @@ class B2bua:
         flow = tenant.flows.get(flow_name)
         if flow is None:
             raise ValueError(f"{tenant_id} has no flow {flow_name!r}")
+        full = self.ivr_full(tenant_id)
+        if full is not None:
+            raise ValueError(full)
         route = self.plan.route(Origin("extension", tenant_id=tenant_id), number)
         if route.kind not in ("extension", "trunk"):
             raise ValueError(f"{number!r} is not an extension or an outside number of "

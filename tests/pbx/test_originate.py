@@ -133,3 +133,28 @@ def test_transfer_that_is_not_answered_returns_to_the_flow() -> None:
     failed = [dict(x.data) for x in cmds if isinstance(x, TraceEvent)
               and dict(x.data).get("step") == "transfer_failed"]
     assert [f["status"] for f in failed] == ["486"]
+
+
+def test_ivr_ports_limit_per_tenant_and_node() -> None:
+    from tests.pbx.test_b2bua import invite
+
+    doc = copy.deepcopy(DOC)
+    doc["node"]["ivr_ports"] = 2
+    doc["tenants"][0]["flows"] = {"fallback": FALLBACK, "notice": NOTICE}
+    doc["tenants"][0]["limits"] = {"ivr_ports": 1}
+    doc["tenants"][0]["dids"].append({"number": "+862088880070", "target": "flow:notice"})
+    c = B2bua(plan=Plan.from_dict(doc), local_ip="127.0.0.1", local_port=5080, edge=EDGE,
+              media_ip="127.0.0.1", ports=PortPool(30000, 30100))
+    c.receive(invite("sip:+862088880070@127.0.0.1", "trunk;name=carrier", call_id="a"),
+              EDGE, 1.0)
+    assert [m.status for m in (parse_message(d) for d, _ in c.outgoing())
+            if not isinstance(m, Request)][-1] == 200
+    assert c.usage()["acme"]["ivr_busy"] == 1
+    c.receive(invite("sip:+862088880070@127.0.0.1", "trunk;name=carrier", call_id="b"),
+              EDGE, 1.1)
+    statuses = [m.status for m in (parse_message(d) for d, _ in c.outgoing())
+                if not isinstance(m, Request)]
+    assert statuses[-1] == 486  # acme holds its one IVR port
+    with pytest.raises(ValueError, match="tenant IVR ports busy"):
+        c.originate("acme", "1002", "notice", 1.2)
+    assert c.active_calls == 1
