@@ -62,6 +62,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880055", "target": "flow:lookup"},
                     {"number": "+862088880044", "target": "flow:vm-leave"},
                     {"number": "+862088880033", "target": "flow:sys-voicemail"},
+                    {"number": "+862088880022", "target": "flow:recorder"},
                 ],
                 "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
                 "api_tokens": [token_hash(API_TOKENS["acme"])],
@@ -72,7 +73,8 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
                           "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
-                          "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW},
+                          "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW,
+                          "recorder": RECORDER_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -110,6 +112,14 @@ PCAP_FLOW: dict[str, Any] = {
 VM_PIN = "2468"
 API_TOKENS = {"acme": "acme-api-token-0123456789", "globex": "globex-api-token-0123456789",
               None: "operator-api-token-0123456789"}
+RECORDER_FLOW: dict[str, Any] = {  # records the caller, then plays it back
+    "flow": "recorder", "version": 1, "start": "rec",
+    "nodes": {"rec": {"type": "record", "prompt": {"tts": "Speak."}, "beep": False,
+                      "file": "concat('take-', caller)", "max_seconds": 3,
+                      "silence_seconds": 0, "result": "take", "next": "back"},
+              "back": {"type": "play", "prompt": {"recording": "take.path"}, "next": "bye"},
+              "bye": {"type": "hangup"}},
+}
 NOTICE_FLOW: dict[str, Any] = {
     "flow": "notice", "version": 1, "start": "ask",
     "nodes": {"ask": {"type": "menu", "prompt": {"tts": "Your order has shipped. Press 1."},

@@ -102,3 +102,23 @@ def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
     assert [e["digit"] for e in events if e["event"] == "dtmf"][:5] == list("1001#")
     assert all(VM_PIN not in json.dumps(e) for e in events)
     assert {e.get("digit") for e in events if e["event"] == "dtmf"} >= {"*"}
+
+
+def test_record_then_play_the_recording_back(node: NodeHandle, phones: Any,
+                                             tones: dict[int, Path]) -> None:
+    """The record node keeps three seconds of the caller in the tenant's recordings and
+    the next node plays that file back: the caller hears its own 1000 Hz tone."""
+    caller = carrier(node, phones, tones[1000], name="recorder")
+    call = caller.dial(f"sip:+862088880022@127.0.0.1:{node.sip_port}")
+    call.wait_established()
+    call.wait_closed(timeout=30)  # recorded 3 s, played them back, hung up
+    take = Path(node.manifest["storage"]["path"]) / "acme" / "recordings" / "take-carrier.wav"
+    rate, recorded = read_wav(take)
+    assert 2.5 <= len(recorded) / rate <= 3.5
+    assert tone_seconds(recorded, rate, 1000) >= 2.0
+    # baresip writes received frames only: "Speak." and the 3 s played back
+    rate, heard = read_wav(caller.wait_recording(3.5, "dec"))
+    assert tone_seconds(heard, rate, 1000) >= 2.0  # the caller's own voice, played back
+    [captured] = [e for e in node.trace() if e.get("step") == "captured"
+                  and e.get("flow") == "recorder"]
+    assert captured["ok"] == "true" and "recordings/take-carrier.wav" in captured["value"]
