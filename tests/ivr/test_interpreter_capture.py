@@ -331,3 +331,15 @@ nodes:
     [t] = [c for c in r.out if isinstance(c, TransferCall)]
     assert (t.kind, t.target, t.caller_id, t.ring_seconds) == (
         "number", "013800000000", "+862088880077", 12.0)
+
+
+def test_two_calls_of_one_flow_never_share_variables() -> None:
+    """The same Flow object serves every call (and tenant copies of system flows):
+    each interpreter has its own variables, the flow's defaults are copied."""
+    a = Run(SYSTEM_FLOWS["sys-voicemail"], variables={"mailbox": "1001", "tenant": "acme"})
+    b = Run(SYSTEM_FLOWS["sys-voicemail"], variables={"tenant": "globex"})
+    a.prompt_done()
+    a.keys("1234#")
+    assert a.ivr.variables["vm_pin"] == "1234"
+    assert b.ivr.variables["vm_pin"] == "" and b.ivr.variables["mailbox"] == ""
+    assert SYSTEM_FLOWS["sys-voicemail"].variables["vm_pin"] == ""

@@ -627,3 +627,23 @@ def test_concurrent_resolves(store: PromptStore) -> None:
     results = run(many())
     assert [len(r) for r in results[:8]] == [800 * (i + 1) for i in range(8)]
     assert read_wav_raw(store.root / "acme" / "prompts" / "yue" / "p0.wav")[1] == 8000
+
+
+def test_recording_refs_play_files_of_the_tenant_only(tmp_path: Path) -> None:
+    store = PromptStore(tmp_path, RecordingSynth())
+    for tenant in ("acme", "globex"):
+        folder = tmp_path / tenant / "voicemail" / "1001"
+        folder.mkdir(parents=True)
+        write_wav(folder / "m1.wav", beep(700 if tenant == "acme" else 1200, 0.5))
+    got = run(store.resolve("acme", {"recording": "voicemail/1001/m1.wav"}, "en-us"))
+    assert goertzel_power(got, 700) > 100 * goertzel_power(got, 1200)
+    for bad in ("../globex/voicemail/1001/m1.wav", "/etc/passwd.wav", "voicemail/1001/m1",
+                "voicemail/../../globex/voicemail/1001/m1.wav", ".hidden.wav", 7):
+        with pytest.raises(PromptError):
+            run(store.resolve("acme", {"recording": bad}, "en-us"))
+    os.symlink(tmp_path / "globex" / "voicemail" / "1001" / "m1.wav",
+               tmp_path / "acme" / "voicemail" / "1001" / "theirs.wav")
+    with pytest.raises(PromptError, match="outside the tenant"):
+        run(store.resolve("acme", {"recording": "voicemail/1001/theirs.wav"}, "en-us"))
+    with pytest.raises(PromptError, match="no recording"):
+        run(store.resolve("acme", {"recording": "voicemail/1001/none.wav"}, "en-us"))
