@@ -61,6 +61,9 @@ Routes (all JSON except the audio; errors are
 - ``GET    /api/v1/prompts[?language=xx]``                    the tenant's recordings
 - ``PUT    /api/v1/prompts/{language}/{name}``                body: a WAV, 201
 - ``DELETE /api/v1/prompts/{language}/{name}``                204
+- ``GET    /api/v1/plugins``                                  the tenant's plug-ins
+- ``PUT    /api/v1/plugins/{name}``                           body: a WebAssembly module
+  (binary or text), checked (compiles, no imports, the ABI) before it is stored, 201
 
 Path parameters are validated at the edge with the stores' own rules (400
 ``bad_request``).  Bodies are bounded: a prompt upload is read in chunks up to
@@ -85,6 +88,7 @@ from typing import Any, Final, Protocol
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import LANGUAGE_RE, NAME_RE, PromptError, PromptStore, StoredPrompt
 from appliance.ivr.voicemail import (
     ID_RE,
@@ -141,6 +145,9 @@ class ApiBackend(Protocol):
 
     @property
     def trace_path(self) -> Path: ...
+
+    @property
+    def plugins(self) -> PluginHost: ...
 
     def usage(self) -> dict[str, dict[str, int]]: ...
 
@@ -536,6 +543,33 @@ async def _delete_prompt(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# --------------------------------------------------------------------------- plug-ins
+_PLUGIN_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+async def _plugins(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    host = request.app[BACKEND].plugins
+    try:
+        names = await asyncio.to_thread(host.list, tenant)
+    except PluginError as exc:
+        raise _bad(str(exc)) from None
+    return web.json_response({"plugins": names})
+
+
+async def _put_plugin(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    name = _param(request, "name", _PLUGIN_RE, "plug-in name")
+    host = request.app[BACKEND].plugins
+    body = await _read_body(request, host.limits.max_module_bytes)
+    try:
+        await asyncio.to_thread(host.add, tenant, name, body)
+    except PluginError as exc:
+        raise ApiError(400, "invalid_plugin", str(exc)) from None
+    _audit(request, tenant, "plug-in %s stored (%d bytes uploaded)", name, len(body))
+    return web.json_response({"name": name}, status=201)
+
+
 # --------------------------------------------------------------------------- app
 def make_app(backend: ApiBackend) -> web.Application:
     app = web.Application(middlewares=[_edge], client_max_size=MAX_PROMPT_BYTES)
@@ -555,6 +589,8 @@ def make_app(backend: ApiBackend) -> web.Application:
     r.add_get("/api/v1/prompts", _prompts)
     r.add_put("/api/v1/prompts/{language}/{name}", _put_prompt)
     r.add_delete("/api/v1/prompts/{language}/{name}", _delete_prompt)
+    r.add_get("/api/v1/plugins", _plugins)
+    r.add_put("/api/v1/plugins/{name}", _put_plugin)
     return app
 
 

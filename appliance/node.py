@@ -23,6 +23,7 @@ from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.ivr.actions import ActionRunner, action_from_params
+from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import PromptStore
 from appliance.ivr.voicemail import MailboxActions, VoicemailError, VoicemailStore
 from appliance.media.plane import MediaPlane
@@ -116,6 +117,7 @@ class Node:
         self.actions: ActionRunner | None = None
         self.voicemail = VoicemailStore(cfg.storage_dir)
         self.mailboxes = MailboxActions(self.voicemail, self._pin_hash)
+        self.plugins = PluginHost(cfg.storage_dir)
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
@@ -203,6 +205,7 @@ class Node:
         if self.actions is not None:
             await self.actions.close()
             self.actions = None
+        await self.plugins.close()
         if self.cdrs is not None:
             self.cdrs.close()
             self.cdrs = None
@@ -293,6 +296,17 @@ class Node:
         tenant = cmd.tenant_id or ""
 
         async def run() -> None:
+            if cmd.kind == "plugin":
+                try:
+                    value = await self.plugins.call(
+                        tenant, str(cmd.params.get("plugin", "")),
+                        str(cmd.params.get("function", "")), cmd.params.get("input"),
+                        cmd.timeout)
+                except PluginError as exc:
+                    self._into_core(self.core.ivr_action_done, cmd.leg, False, None, str(exc))
+                else:
+                    self._into_core(self.core.ivr_action_done, cmd.leg, True, value, None)
+                return
             if cmd.kind == "mailbox":
                 try:
                     value = await asyncio.wait_for(asyncio.to_thread(

@@ -63,6 +63,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880044", "target": "flow:vm-leave"},
                     {"number": "+862088880033", "target": "flow:sys-voicemail"},
                     {"number": "+862088880022", "target": "flow:recorder"},
+                    {"number": "+862088880011", "target": "flow:card"},
                 ],
                 "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
                 "api_tokens": [token_hash(API_TOKENS["acme"])],
@@ -74,7 +75,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
                           "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
                           "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW,
-                          "recorder": RECORDER_FLOW},
+                          "recorder": RECORDER_FLOW, "card": CARD_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -119,6 +120,19 @@ RECORDER_FLOW: dict[str, Any] = {  # records the caller, then plays it back
                       "silence_seconds": 0, "result": "take", "next": "back"},
               "back": {"type": "play", "prompt": {"recording": "take.path"}, "next": "bye"},
               "bye": {"type": "hangup"}},
+}
+CARD_FLOW: dict[str, Any] = {  # a card number checked by the tenant's luhn plug-in
+    "flow": "card", "version": 1, "start": "number",
+    "nodes": {"number": {"type": "collect", "prompt": {"tts": "Card number."},
+                         "variable": "card", "max_length": 19, "first_digit_timeout": 10,
+                         "next": "check"},
+              "check": {"type": "plugin", "plugin": "luhn", "function": "check",
+                        "input": "card", "result": "luhn", "next": "agent",
+                        "on_error": "agent"},
+              "agent": {"type": "transfer", "extension": "1001",
+                        "data": {"valid": "string(luhn.valid) if luhn_error == '' else 'error'",
+                                 "error": "luhn_error"}}},
+    "variables": {"luhn_error": ""},
 }
 NOTICE_FLOW: dict[str, Any] = {
     "flow": "notice", "version": 1, "start": "ask",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.e2e.conftest import CARRIER_IP, PASSWORDS, NodeHandle, wait_for
+from tests.e2e.conftest import API_TOKENS, CARRIER_IP, PASSWORDS, NodeHandle, wait_for
 from tests.e2e.test_calls import carrier
 from tests.harness.sipp import (
     ACK,
@@ -224,3 +225,33 @@ def test_agent_transfers_caller_to_the_ivr(node: NodeHandle, phones: Any,
                                               "length": ["4"]}
     pstn.hangup()
     call.wait_closed()
+
+
+def test_plugin_uploaded_by_api_checks_a_card_number(
+        node: NodeHandle, phones: Any, tones: dict[int, Path]) -> None:
+    """R-4.13: the tenant uploads its WebAssembly plug-in through the API; a flow calls
+    it on the digits the caller typed and hands the verdict on with the call."""
+    sample = Path(__file__).resolve().parents[2] / "appliance/ivr/samples/plugins/luhn.wat"
+    req = urllib.request.Request(node.manifest["api"]["url"] + "/plugins/luhn",
+                                 data=sample.read_bytes(), method="PUT", headers={
+                                     "Authorization": f"Bearer {API_TOKENS['acme']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+    assert node.api("GET", "/plugins")[1] == {"plugins": ["luhn"]}
+    assert node.api("GET", "/plugins", tenant="globex")[1] == {"plugins": []}
+    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    try:
+        assert agent.register().status == 200
+        for card, verdict in (("4111111111111111", "true"), ("4111111111111112", "false")):
+            pstn = carrier(node, phones, tones[440], name=f"card{verdict}")
+            call = pstn.dial(f"sip:+862088880011@127.0.0.1:{node.sip_port}")
+            call.wait_established()
+            pstn.send_dtmf(card + "#")
+            invite = agent.wait_request("INVITE", timeout=20)
+            assert parse_qs(invite.headers.get("X-BL-Data") or "", keep_blank_values=True) \
+                == {"valid": [verdict], "error": [""]}
+            pstn.hangup()
+            call.wait_closed()
+            pstn.stop()
+    finally:
+        agent.close()
