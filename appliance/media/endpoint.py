@@ -926,6 +926,8 @@ class Player:
         self._handle: asyncio.TimerHandle | None = None
         self._k = 0
         self._t0 = 0.0
+        self._codec: str | None = None  # what ``_payload`` is encoded with
+        self._payload = b""
 
     def start(self) -> Player:
         if self._handle is not None or self.done.done():
@@ -951,13 +953,17 @@ class Player:
     def __await__(self) -> Any:
         return asyncio.shield(self.done).__await__()
 
-    def _frame(self, k: int) -> np.ndarray:
-        n = self.frame_samples
+    def _frame(self, k: int) -> bytes:
+        """Frame ``k``, encoded: the whole prompt is encoded once (one vectorised pass
+        instead of one per frame), again only if the leg's codec changes."""
+        codec = self.endpoint.codec
+        if codec != self._codec:
+            padded = np.zeros(self.frames * self.frame_samples, dtype=np.int16)
+            padded[: len(self.samples)] = self.samples
+            self._payload, self._codec = self.endpoint.encode(padded), codec
+        n = self.frame_samples  # G.711: one byte per sample
         k %= self.frames
-        frame = self.samples[k * n : (k + 1) * n]
-        if len(frame) < n:
-            frame = np.concatenate((frame, np.zeros(n - len(frame), dtype=np.int16)))
-        return frame
+        return self._payload[k * n : (k + 1) * n]
 
     def _tick(self) -> None:
         self._handle = None
@@ -977,7 +983,7 @@ class Player:
             self._k += skip
             self.frames_skipped += skip
         while self._k <= due and (self.loop_forever or self._k < self.frames):
-            ep.send_frame(ep.encode(self._frame(self._k)), self.frame_samples)
+            ep.send_frame(self._frame(self._k), self.frame_samples)
             self._k += 1
             self.frames_sent += 1
         if not self.loop_forever and self._k >= self.frames:
