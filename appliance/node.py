@@ -367,6 +367,11 @@ class Node:
                     value.update(await self._recognise(cmd, audio))
         except (VoicemailError, OSError, ValueError) as exc:
             ok, error = False, str(exc)
+        if spec.kind != "recognise":  # traced here: the call may be over already
+            self._write_trace(TraceEvent(cmd.tenant_id, cmd.call_id, spec.kind, (
+                ("kept", "true" if ok else "false"), ("seconds", str(seconds)),
+                ("ended_by", reason), *((("error", error),) if error else ()),
+                *((("id", str(value["id"])),) if ok and value and "id" in value else ()))))
         self._into_core(self.core.capture_finished, cmd.leg, spec.seq, ok, value, error)
 
     def _deposit(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:

@@ -557,7 +557,8 @@ _ACTION_FIELDS: dict[str, tuple[dict[str, type], set[str], set[str]]] = {
                set()),
     "file": ({"op": str}, {"path", "content"}, set()),
     "plugin": ({"plugin": str, "function": str}, {"input"}, set()),
-    "mailbox": ({"op": str}, {"mailbox", "pin", "index", "id", "status"}, set()),
+    "mailbox": ({"op": str}, {"mailbox", "pin", "index", "id", "status", "recording"},
+                set()),
 }
 _ACTION_REQUIRED = {"http": {"url"}, "sql": {"database"}, "socket": {"host", "port"},
                     "file": {"op", "path"}, "plugin": {"plugin", "function"},
@@ -567,7 +568,7 @@ _ACTION_CHOICES = {
     "framing": ("line", "length4", "raw"),
     "op": ("read", "write", "append", "delete", "list", "mkdir", "exists"),
 }
-_MAILBOX_OPS = ("login", "count", "message", "mark", "delete")
+_MAILBOX_OPS = ("login", "count", "message", "mark", "delete", "greeting")
 
 
 def _action(kind: str) -> Any:
@@ -722,8 +723,13 @@ def _prompt(path: str, value: Any, required: bool = False) -> PromptRef | None:
         for lang, inner in value.items():
             _prompt(f"{path}.{lang}", inner, required=True)
         return dict(value)
-    if set(value) == {"recording"}:  # an expression naming a file in the tenant's storage
-        return {"recording": _expr(f"{path}.recording", value["recording"])}
+    if "recording" in value and set(value) <= {"recording", "otherwise"}:
+        # an expression naming a file in the tenant's storage, and what to play instead
+        # when there is no such file
+        out: dict[str, Any] = {"recording": _expr(f"{path}.recording", value["recording"])}
+        if "otherwise" in value:
+            out["otherwise"] = _prompt(f"{path}.otherwise", value["otherwise"], required=True)
+        return out
     kinds = [k for k in ("tts", "file", "say") if k in value]
     if len(kinds) != 1 or not set(value) <= {"tts", "file", "say", "as", "currency", "liang",
                                              "yao", "clock24"}:

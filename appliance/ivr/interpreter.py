@@ -469,7 +469,10 @@ class Interpreter:
             self._capture = StartCapture(
                 self._capture_seq, node.kind, _show(target), node.max_seconds,
                 node.silence_seconds, node.beep)
-            prompt = node.prompt or (VOICEMAIL_GREETING if node.kind == "voicemail" else None)
+            prompt = node.prompt
+            if prompt is None and node.kind == "voicemail":  # the owner's own, if recorded
+                prompt = {"recording": f"voicemail/{_show(target)}/greeting.wav",
+                          "otherwise": VOICEMAIL_GREETING}
             self._step(now, node_id, node.kind, target=_show(target))
             self._capture_after(prompt, True, now)
             return None
@@ -576,7 +579,7 @@ class Interpreter:
         if expr is None or isinstance(expr, str):
             return ref
         value = self._eval(expr, now)
-        return None if self.mode == "done" else {"recording": _show(value)}
+        return None if self.mode == "done" else {**ref, "recording": _show(value)}
 
     def _capture_after(self, prompt: PromptRef | None, barge_in: bool, now: float) -> None:
         """Play ``prompt`` (if any), then start the pending capture."""

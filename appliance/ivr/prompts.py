@@ -19,6 +19,9 @@ References (as written in flows, see ``appliance/ivr/flow.py``)
 - ``{"say": "12.50", "as": "money"}``: ``appliance.ivr.say.say_text`` then TTS;
   ``as`` defaults to ``digits``; the optional keys ``currency``, ``liang``,
   ``yao`` and ``clock24`` are passed to ``say_text``.
+- ``{"recording": "voicemail/1001/greeting.wav"}``: a WAV anywhere in the
+  tenant's storage, by its relative path (a recording, a voicemail message);
+  ``otherwise`` (any reference) plays when that file does not exist.
 - ``{"en-us": {...}, "cmn": {...}}``: the entry for the call's language, else the
   tenant's default language, else the first of en-us, cmn, yue present; the
   entry is resolved in the language it is written for (its TTS voice and
@@ -100,7 +103,8 @@ MAX_CHANNELS: Final = 8
 MAX_TTS_CHARS: Final = 2000
 DEFAULT_VOICES: Final[Mapping[str, str]] = {lang: lang for lang in LANGUAGES}
 _SAY_OPTIONS: Final = frozenset({"currency", "liang", "yao", "clock24"})
-_REF_KEYS: Final = frozenset({"file", "tts", "say", "as", "recording"}) | _SAY_OPTIONS
+_REF_KEYS: Final = frozenset({"file", "tts", "say", "as", "recording", "otherwise"}) \
+    | _SAY_OPTIONS
 RECORDING_RE: Final = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}/){0,3}"
                                  r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}\.wav")
 _SAY_LANGUAGES: Final[Mapping[str, Language]] = {lang: lang for lang in LANGUAGES}
@@ -302,6 +306,10 @@ def _stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+class _NoRecording(PromptError):
+    """The recording a ``{recording: ...}`` prompt names does not exist."""
+
+
 # --------------------------------------------------------------------------- the store
 class PromptStore:
     """Tenants' recorded prompts plus TTS and "say", resolved to 8 kHz audio."""
@@ -430,7 +438,9 @@ class PromptStore:
                 language=language,
             )
         kind = kinds[0]
-        extra = set(ref) - {kind} - ({"as"} | _SAY_OPTIONS if kind == "say" else set())
+        allowed = {"as"} | _SAY_OPTIONS if kind == "say" else \
+            {"otherwise"} if kind == "recording" else set()
+        extra = set(ref) - {kind} - allowed
         if extra:
             raise PromptError(
                 f"{kind} prompt does not take {sorted(extra)}",
@@ -440,7 +450,12 @@ class PromptStore:
         if kind == "file":
             return await self._load_file(tenant_id, ref["file"], language)
         if kind == "recording":
-            return await self._load_recording(tenant_id, ref["recording"])
+            try:
+                return await self._load_recording(tenant_id, ref["recording"])
+            except _NoRecording:
+                if "otherwise" not in ref:  # a personal greeting not recorded yet...
+                    raise
+                return await self.resolve(tenant_id, ref["otherwise"], language)
         if kind == "tts":
             text = ref["tts"]
             if not isinstance(text, str) or not text.strip():
@@ -535,7 +550,7 @@ class PromptStore:
                 raise PromptError("the tenant directory is a link", tenant_id=tenant_id)
             real = self._confined(tenant_id, path, name=rel)
             if not real.is_file():
-                raise PromptError(f"no recording {rel}", tenant_id=tenant_id)
+                raise _NoRecording(f"no recording {rel}", tenant_id=tenant_id)
             return self._read(tenant_id, rel, real)
 
         return await asyncio.to_thread(read)

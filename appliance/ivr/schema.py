@@ -49,7 +49,7 @@ _PROMPT_ONE: dict[str, Any] = {
                         "as": {"enum": list(SAY_KINDS)}, "currency": _STRING,
                         "liang": _BOOL, "yao": _BOOL, "clock24": _BOOL}},
         {"type": "object", "required": ["recording"], "additionalProperties": False,
-         "properties": {"recording": _EXPR}},
+         "properties": {"recording": _EXPR, "otherwise": {"$ref": "#/$defs/prompt"}}},
     ]
 }
 _PROMPT: dict[str, Any] = {"oneOf": [
@@ -78,7 +78,7 @@ _FIELD_TYPES: dict[str, Any] = {
        for k in ("length", "min_length", "max_length")},
     **{k: _BOOL for k in ("barge_in", "secret", "beep", "pooled")},
     **{k: _EXPR for k in ("value", "url", "payload", "path", "content", "mailbox", "pin",
-                          "index", "id", "status", "input", "file", "caller_id",
+                          "index", "id", "status", "input", "file", "caller_id", "recording",
                           *TRANSFER_KINDS)},
     **{k: _map(_EXPR, _VAR) for k in ("variables", "data", "params", "body", "headers")},
     **{k: _VAR for k in ("variable", "result")},

@@ -41,6 +41,7 @@ TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 MAILBOX_RE = re.compile(r"[0-9]{2,8}")
 ID_RE = re.compile(r"[0-9]{13}-[0-9a-f]{6}")
 STATUSES = ("new", "saved")
+GREETING_SOURCE_RE = re.compile(r"recordings/[A-Za-z0-9_-]{1,64}\.wav")
 
 
 class VoicemailError(ValueError):
@@ -147,6 +148,18 @@ class VoicemailStore:
         self._file(box, msg_id, ".json").unlink()  # invisible first, then the audio
         self._file(box, msg_id, ".wav").unlink(missing_ok=True)
 
+    def set_greeting(self, tenant_id: str, mailbox: str, recording: str) -> None:
+        """Make a recording of the tenant (``recordings/<name>.wav``, as a ``record``
+        node leaves it) the mailbox's personal greeting; the recording is moved."""
+        if not isinstance(recording, str) or not GREETING_SOURCE_RE.fullmatch(recording):
+            raise VoicemailError(f"a greeting comes from recordings/<name>.wav, not "
+                                 f"{recording!r}")
+        box = self._box(tenant_id, mailbox, create=True)
+        source = self.root / tenant_id / recording
+        if source.is_symlink() or not source.is_file():
+            raise VoicemailError(f"no recording {recording}")
+        os.replace(source, box / "greeting.wav")
+
     def counts(self, tenant_id: str, mailbox: str) -> tuple[int, int]:
         """(new, saved), what message-waiting indication reports."""
         messages = self.list(tenant_id, mailbox)
@@ -187,7 +200,8 @@ LOCK_SECONDS = 300.0
 class MailboxActions:
     """The ``mailbox`` action of flows: ``login`` (mailbox + PIN: counts and the ids of
     the messages, new first), ``count``, ``message`` (by id: caller, time, the audio's
-    path for a ``{recording: ...}`` prompt), ``mark`` (new/saved) and ``delete``.
+    path for a ``{recording: ...}`` prompt), ``mark`` (new/saved), ``delete`` and
+    ``greeting`` (a recording becomes the mailbox's personal greeting).
 
     ``pin_hash(tenant, mailbox)`` gives the plan's PIN hash, or None when the tenant
     has no such mailbox. After ``MAX_FAILURES`` wrong PINs a mailbox refuses logins
@@ -231,6 +245,9 @@ class MailboxActions:
             return self.store.mark(tenant_id, mailbox, msg_id, str(params.get("status"))).status
         if op == "delete":
             self.store.delete(tenant_id, mailbox, msg_id)
+            return True
+        if op == "greeting":
+            self.store.set_greeting(tenant_id, mailbox, str(params.get("recording", "")))
             return True
         raise VoicemailError(f"unknown mailbox operation {op!r}")
 

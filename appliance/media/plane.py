@@ -196,12 +196,19 @@ class MediaPlane:
         """Beep if asked, then capture until the capture ends by itself or is stopped;
         the node gets the audio (also when the leg closes: ``hangup``)."""
         spec = cmd.capture
-        if spec.beep:
-            state.player = state.endpoint.play(BEEP)
-            await state.player.done
-            state.player = None
-        if state.closed or state.capture_seq != spec.seq:
+        try:
+            if spec.beep:
+                state.player = state.endpoint.play(BEEP)
+                await state.player.done
+                state.player = None
+        except asyncio.CancelledError:  # the leg closed during the beep
+            self._capture_unstarted(cmd)
+            raise
+        if state.closed:
+            self._capture_unstarted(cmd)
             return
+        if state.capture_seq != spec.seq:
+            return  # a newer capture replaced this one
 
         def done(audio: np.ndarray, reason: str, speech: bool) -> None:
             if state.capture is capture:
@@ -213,6 +220,11 @@ class MediaPlane:
             state.endpoint, mode="speech" if spec.kind == "recognise" else "record",
             max_seconds=spec.max_seconds, silence_seconds=spec.silence_seconds, on_done=done)
         state.capture = capture
+
+    def _capture_unstarted(self, cmd: CaptureAudio) -> None:
+        """Every capture ends once for the node, even one whose leg closed first."""
+        if self._on_capture is not None:
+            self._on_capture(cmd, np.zeros(0, np.int16), "hangup", False)
 
     @staticmethod
     def _stop_capture(state: _LegMedia, reason: str) -> None:

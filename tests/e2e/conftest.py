@@ -142,8 +142,8 @@ NOTICE_FLOW: dict[str, Any] = {
 }
 VM_LEAVE_FLOW: dict[str, Any] = {
     "flow": "vm-leave", "version": 1, "start": "leave",
-    "nodes": {"leave": {"type": "voicemail", "mailbox": "1001", "prompt": {"tts": "Leave it."},
-                        "max_seconds": 20, "silence_seconds": 4, "next": "thanks"},
+    "nodes": {"leave": {"type": "voicemail", "mailbox": "1001", "max_seconds": 20,
+                        "silence_seconds": 4, "next": "thanks"},
               "thanks": {"type": "hangup", "prompt": {"tts": "Thank you."}}},
 }
 

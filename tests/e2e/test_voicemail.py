@@ -89,7 +89,21 @@ def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
     node.wait_trace(lambda e: e["event"] == "ivr" and e["step"] == "enter"
                     and e["node"] == "msg_menu", timeout=40)
     retrieve.send_dtmf("3")  # delete it
-    listening.wait_closed(timeout=30)  # "Deleted. No more messages." and the flow ends
+
+    def entered(name: str) -> list[dict[str, Any]]:
+        return [e for e in node.trace() if e["event"] == "ivr" and e["step"] == "enter"
+                and e["node"] == name]
+
+    wait_for(lambda: entered("no_more"), 20, "the end of the messages")
+    # 4. the owner records a personal greeting (its phone sends 440 Hz), then leaves
+    retrieve.send_dtmf("9")
+    node.wait_trace(lambda e: e.get("step") == "capture" and e.get("kind") == "record",
+                    timeout=15)
+    time.sleep(2.0)  # the greeting
+    retrieve.send_dtmf("#")
+    wait_for(lambda: len(entered("no_more")) == 2, 20, "the greeting saved")
+    retrieve.send_dtmf("#")
+    listening.wait_closed(timeout=15)  # "Goodbye."
     heard = retrieve.wait_recording(5.0, "dec")
     rate, samples = read_wav(heard)
     assert tone_seconds(samples, rate, 700) >= 1.5
@@ -102,6 +116,27 @@ def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
     assert [e["digit"] for e in events if e["event"] == "dtmf"][:5] == list("1001#")
     assert all(VM_PIN not in json.dumps(e) for e in events)
     assert {e.get("digit") for e in events if e["event"] == "dtmf"} >= {"*"}
+    retrieve.stop()
+    greeting = Path(node.manifest["storage"]["path"]) / "acme/voicemail/1001/greeting.wav"
+    rate, recorded = read_wav(greeting)
+    assert tone_seconds(recorded, rate, 440) >= 1.0
+
+    # 5. the next caller hears that greeting instead of the default one; hanging up at
+    # the beep leaves no message
+    caller = carrier(node, phones, tones[1000], name="carrier3")
+    call = caller.dial(f"sip:+862088880044@127.0.0.1:{node.sip_port}")
+    call.wait_established()
+    before = len([e for e in node.trace() if e.get("step") == "capture"])
+    captures = wait_for(lambda: [e for e in node.trace() if e.get("step") == "capture"]
+                        [before:], 15, "the capture after the greeting")
+    call_id = captures[0]["call"]
+    caller.hangup()
+    call.wait_closed()
+    rate, heard = read_wav(caller.wait_recording(1.0, "dec"))
+    assert tone_seconds(heard, rate, 440) >= 1.0
+    [dropped] = node.wait_trace(lambda e: e["call"] == call_id and e["event"] == "voicemail")
+    assert dropped["kept"] == "false" and "too short" in dropped["error"]
+    assert dropped["ended_by"] == "hangup" and messages(node) == []
 
 
 def test_record_then_play_the_recording_back(node: NodeHandle, phones: Any,

@@ -91,7 +91,7 @@ def test_key_during_prompt_skips_to_capture_and_stale_results_are_ignored() -> N
     assert r.last_prompt() == "Sorry"
 
 
-def test_voicemail_uses_default_greeting_in_the_call_language() -> None:
+def test_voicemail_plays_the_owners_greeting_or_the_default() -> None:
     vm = flow("""
 flow: vm
 version: 1
@@ -101,7 +101,9 @@ nodes:
   bye: {type: hangup}
 """)
     r = Run(vm, language="yue")
-    assert r.out[-1] == PlayPrompt((VOICEMAIL_GREETING,), "yue", True)  # store picks yue
+    # the owner's recorded greeting, else the default in the call's language
+    assert r.out[-1] == PlayPrompt(({"recording": "voicemail/1001/greeting.wav",
+                                     "otherwise": VOICEMAIL_GREETING},), "yue", True)
     r.prompt_done()
     [cap] = captures(r)
     assert (cap.kind, cap.target, cap.max_seconds) == ("voicemail", "1001", 120.0)

@@ -647,3 +647,19 @@ def test_recording_refs_play_files_of_the_tenant_only(tmp_path: Path) -> None:
         run(store.resolve("acme", {"recording": "voicemail/1001/theirs.wav"}, "en-us"))
     with pytest.raises(PromptError, match="no recording"):
         run(store.resolve("acme", {"recording": "voicemail/1001/none.wav"}, "en-us"))
+
+
+def test_missing_recording_falls_back_to_otherwise(tmp_path: Path) -> None:
+    synth = RecordingSynth()
+    store = PromptStore(tmp_path, synth)
+    ref = {"recording": "voicemail/1001/greeting.wav",
+           "otherwise": {"en-us": {"tts": "leave a message"}, "yue": {"tts": "請留言"}}}
+    run(store.resolve("acme", ref, "yue"))
+    assert synth.calls == [("請留言", "yue")]
+    folder = tmp_path / "acme" / "voicemail" / "1001"
+    folder.mkdir(parents=True)
+    write_wav(folder / "greeting.wav", beep(440, 0.5))
+    got = run(store.resolve("acme", ref, "yue"))
+    assert len(synth.calls) == 1 and goertzel_power(got, 440) > 1e5
+    with pytest.raises(PromptError):  # a bad path is an error, not a reason to fall back
+        run(store.resolve("acme", {**ref, "recording": "../globex/x.wav"}, "yue"))

@@ -16,6 +16,7 @@ from appliance.ivr.voicemail import (
     VoicemailStore,
 )
 from appliance.media import tones
+from appliance.media.wav import write_wav
 from appliance.passwords import hash_secret, is_hash, verify
 from appliance.plan import Plan, PlanError
 
@@ -147,3 +148,18 @@ def test_plan_mailboxes_need_hashed_pins() -> None:
     assert acme.mailbox("80").extension is None
     again = Plan.from_dict(plan.to_dict())
     assert again.tenant("acme").mailboxes == acme.mailboxes
+
+
+def test_greeting_moves_a_recording_of_the_tenant(tmp_path: Path) -> None:
+    act, _, _ = actions(tmp_path)
+    rec = tmp_path / "acme" / "recordings"
+    rec.mkdir(parents=True)
+    write_wav(rec / "greeting-1001.wav", tones.tone(440, 1.0))
+    assert act.run("acme", {"op": "greeting", "mailbox": "1001",
+                            "recording": "recordings/greeting-1001.wav"}) is True
+    assert not (rec / "greeting-1001.wav").exists()
+    assert (tmp_path / "acme/voicemail/1001/greeting.wav").is_file()
+    for bad in ("recordings/../../globex/recordings/x.wav", "voicemail/1001/m.wav",
+                "recordings/missing.wav"):
+        with pytest.raises(VoicemailError):
+            act.run("acme", {"op": "greeting", "mailbox": "1001", "recording": bad})
