@@ -91,8 +91,8 @@ from aiohttp.typedefs import Handler
 from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import LANGUAGE_RE, NAME_RE, PromptError, PromptStore, StoredPrompt
 from appliance.ivr.voicemail import (
-    ID_RE,
     MAILBOX_RE,
+    MESSAGE_ID_RE,
     STATUSES,
     TENANT_RE,
     Message,
@@ -345,7 +345,7 @@ def _mailbox(request: web.Request) -> tuple[str, str]:
     tenant = _required_tenant(request)
     mailbox = _param(request, "mailbox", MAILBOX_RE, "mailbox")
     if "id" in request.match_info:
-        _param(request, "id", ID_RE, "message id")
+        _param(request, "id", MESSAGE_ID_RE, "message id")
     if not request.app[BACKEND].mailbox_exists(tenant, mailbox):
         raise _not_found(f"no mailbox {mailbox}")
     return tenant, mailbox
@@ -437,7 +437,7 @@ async def _delete_message(request: web.Request) -> web.Response:
 
 # --------------------------------------------------------------------------- calls
 _NUMBER_RE: Final = re.compile(r"\+?[0-9]{2,20}")
-_FLOW_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_FLOW_RE: Final = TENANT_RE  # flow names follow the id rule
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 

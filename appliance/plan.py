@@ -22,13 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from appliance.ids import ID_RE
 from appliance.ivr.flow import Flow, FlowError, flow_from_dict, subflow_names
 from appliance.ivr.system import SYSTEM_FLOWS
 from appliance.passwords import is_hash
 
 TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow", "none"]
 
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ID_RE = ID_RE
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EXT_RE = re.compile(r"^[0-9]{2,8}$")
 _NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
@@ -247,7 +248,7 @@ class Plan:
             raise PlanError("version", "must be a positive integer")
         node = doc.get("node", {})
         node_id = node.get("id", "node") if isinstance(node, dict) else None
-        if not isinstance(node_id, str) or not _ID_RE.match(node_id):
+        if not isinstance(node_id, str) or not _ID_RE.fullmatch(node_id):
             raise PlanError("node.id", "must be a lower-case identifier")
         trunks = tuple(
             _trunk(f"trunks[{i}]", t) for i, t in enumerate(_list(doc, "trunks", "$"))
@@ -332,7 +333,7 @@ def _str(doc: Any, key: str, path: str, pattern: re.Pattern[str] | None = None,
     value = doc.get(key, default)
     if not isinstance(value, str) or not value:
         raise PlanError(f"{path}.{key}", "is required and must be a string")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise PlanError(f"{path}.{key}", f"invalid value {value!r}")
     return value
 
@@ -357,7 +358,7 @@ def token_hash(token: str) -> str:
 def _token_hashes(doc: dict[str, Any], path: str) -> tuple[str, ...]:
     value = doc.get("api_tokens", [])
     if not isinstance(value, list) or not all(
-            isinstance(v, str) and _TOKEN_HASH_RE.match(v) for v in value):
+            isinstance(v, str) and _TOKEN_HASH_RE.fullmatch(v) for v in value):
         raise PlanError(f"{path}.api_tokens", "a list of token hashes (sha256:<hex>)")
     return tuple(value)
 
@@ -420,7 +421,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         raise PlanError(f"{path}.flows", "must map flow names to flow documents")
     flows = dict(SYSTEM_FLOWS)  # every tenant may use the system flows (sys-*)
     for name, flow_doc in flows_doc.items():
-        if not isinstance(name, str) or not _ID_RE.match(name) or name.startswith("sys-"):
+        if not isinstance(name, str) or not _ID_RE.fullmatch(name) or name.startswith("sys-"):
             raise PlanError(f"{path}.flows", f"invalid flow name {name!r}"
                             " (identifiers; sys- names are the system's)")
         try:
@@ -450,7 +451,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
     databases = actions.get("databases", {})
     if not isinstance(databases, dict) or not all(
-            isinstance(k, str) and _ID_RE.match(k) and isinstance(v, str) and "://" in v
+            isinstance(k, str) and _ID_RE.fullmatch(k) and isinstance(v, str) and "://" in v
             for k, v in databases.items()):
         raise PlanError(f"{path}.actions.databases", "must map names to database URLs")
     hosts = actions.get("hosts", [])
@@ -477,7 +478,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         if not isinstance(strip, int) or strip < 0:
             raise PlanError(f"{p}.strip", "must be a non-negative integer")
         prepend = r.get("prepend", "")
-        if not isinstance(prepend, str) or not re.match(r"^\+?[0-9]*$", prepend):
+        if not isinstance(prepend, str) or not re.fullmatch(r"\+?[0-9]*", prepend):
             raise PlanError(f"{p}.prepend", "must be digits, optionally with a leading +")
         routes.append(OutboundRoute(_str(r, "prefix", p, _PREFIX_RE), trunk, strip, prepend))
     return Tenant(

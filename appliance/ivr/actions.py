@@ -140,6 +140,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from appliance.ids import ID_RE
+
 if TYPE_CHECKING:  # imported lazily at run time: keeps this module fast to import
     import aiohttp
     from sqlalchemy.engine import Connection, Engine
@@ -158,7 +160,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TENANT_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as plan ids
+TENANT_RE: Final = ID_RE
 MAX_TIMEOUT: Final = 300.0  # seconds; any action's timeout must be in (0, MAX_TIMEOUT]
 MAX_ROWS: Final = 10_000
 MAX_LIST: Final = 10_000

@@ -177,6 +177,8 @@ from wasmtime import (
     wat2wasm,
 )
 
+from appliance.ids import ID_RE
+
 __all__ = [
     "GRACE",
     "TICK",
@@ -187,7 +189,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TENANT_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as plan ids
+TENANT_RE: Final = ID_RE
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FUNCTION_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 

@@ -75,6 +75,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from appliance.ids import ID_RE
 from appliance.ivr.say import KINDS, LANGUAGES, Kind, Language, SayError, say_text
 from appliance.media import g711
 from appliance.media.wav import WavError, read_wav_raw, resample, to_mono, write_wav
@@ -93,7 +94,7 @@ log = logging.getLogger(__name__)
 Int16Array = npt.NDArray[np.int16]
 
 RATE: Final = 8000
-TENANT_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as plan ids
+TENANT_RE: Final = ID_RE
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LANGUAGE_RE: Final = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8}){0,2}")
 SOURCE_RATES: Final = frozenset(

@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.ids import ID_RE
 from appliance.media.wav import read_wav, write_wav
 from appliance.passwords import verify
 
 RATE = 8000
-TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+TENANT_RE = ID_RE
 MAILBOX_RE = re.compile(r"[0-9]{2,8}")
-ID_RE = re.compile(r"[0-9]{13}-[0-9a-f]{6}")
+MESSAGE_ID_RE = re.compile(r"[0-9]{13}-[0-9a-f]{6}")
 STATUSES = ("new", "saved")
 GREETING_SOURCE_RE = re.compile(r"recordings/[A-Za-z0-9_-]{1,64}\.wav")
 
@@ -84,7 +85,7 @@ class VoicemailStore:
         return box
 
     def _file(self, box: Path, msg_id: str, suffix: str) -> Path:
-        if not isinstance(msg_id, str) or not ID_RE.fullmatch(msg_id):
+        if not isinstance(msg_id, str) or not MESSAGE_ID_RE.fullmatch(msg_id):
             raise VoicemailError(f"invalid message id {msg_id!r}")
         path = box / f"{msg_id}{suffix}"
         if path.is_symlink() or not path.resolve().is_relative_to(box.resolve()):
@@ -174,7 +175,7 @@ class VoicemailStore:
     def _ids(box: Path) -> builtins.list[str]:
         if not box.is_dir():
             return []
-        return sorted(p.stem for p in box.glob("*.json") if ID_RE.fullmatch(p.stem))
+        return sorted(p.stem for p in box.glob("*.json") if MESSAGE_ID_RE.fullmatch(p.stem))
 
     def _read_meta(self, box: Path, msg_id: str) -> Message | None:
         path = self._file(box, msg_id, ".json")

@@ -34,6 +34,7 @@ from tests.harness.procs import (
     free_udp_port,
     wait_for_file,
 )
+from tests.harness.sipua import SipUa
 
 T = TypeVar("T")
 CARRIER_IP = "127.0.0.2"
@@ -231,6 +232,11 @@ class NodeHandle:
         except urllib.error.HTTPError as err:
             status, ctype, raw = err.code, err.headers.get_content_type(), err.read()
         return status, json.loads(raw) if ctype == "application/json" else raw
+
+    def ua(self, number: str) -> SipUa:
+        """A scripted UA for an acme extension, through the node's edge (not registered
+        yet: call ``register()``)."""
+        return SipUa(number, "acme.example", PASSWORDS[number], ("127.0.0.1", self.sip_port))
 
     def account(self, number: str, password: str | None = None, **kw: Any) -> Account:
         domain = "acme.example" if number.startswith("1") else "globex.example"

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.e2e.conftest import API_TOKENS, CARRIER_IP, PASSWORDS, NodeHandle, wait_for
+from tests.e2e.conftest import API_TOKENS, CARRIER_IP, NodeHandle, wait_for
 from tests.e2e.test_calls import carrier
 from tests.harness.sipp import (
     ACK,
@@ -27,7 +27,6 @@ from tests.harness.sipp import (
     scenario,
     send,
 )
-from tests.harness.sipua import SipUa
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +40,7 @@ def run_ivr_call(node: NodeHandle, phones: Any, tones: dict[int, Path], keys: li
                  ) -> tuple[str, dict[str, list[str]]]:
     """Call the demo flow's DID as the carrier, type ``keys`` (one send per item) and
     return the call id and the data that reached extension 1001 with the transfer."""
-    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    agent = node.ua("1001")
     try:
         assert agent.register().status == 200
         pstn = carrier(node, phones, tones[440])
@@ -109,7 +108,7 @@ def pcap_keys_call(node: NodeHandle, tmp_run: Path, keys: list[str]) -> tuple[An
 
 
 def test_sipp_pcap_keys_three_levels_reset_and_hash(node: NodeHandle, tmp_run: Path) -> None:
-    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    agent = node.ua("1001")
     try:
         assert agent.register().status == 200
         _, call_id = pcap_keys_call(node, tmp_run, ["2", "3", "4", "5", "6", "*", "7", "8",
@@ -128,7 +127,7 @@ def test_sipp_pcap_keys_three_levels_reset_and_hash(node: NodeHandle, tmp_run: P
 
 
 def test_sipp_pcap_shortcut_and_timeout(node: NodeHandle, tmp_run: Path) -> None:
-    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    agent = node.ua("1001")
     try:
         assert agent.register().status == 200
         # 1 is no option of level 1 (invalid, asked again); the *0 shortcut jumps to the
@@ -164,7 +163,7 @@ def test_flow_data_actions_http_and_file_then_error_branch(
     server = ThreadingHTTPServer(("127.0.0.1", node.action_port), _Accounts)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    agent = node.ua("1001")
     try:
         assert agent.register().status == 200
         pstn = carrier(node, phones, tones[440], user="13800138000")
@@ -239,7 +238,7 @@ def test_plugin_uploaded_by_api_checks_a_card_number(
         assert resp.status == 201
     assert node.api("GET", "/plugins")[1] == {"plugins": ["luhn"]}
     assert node.api("GET", "/plugins", tenant="globex")[1] == {"plugins": []}
-    agent = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    agent = node.ua("1001")
     try:
         assert agent.register().status == 200
         for card, verdict in (("4111111111111111", "true"), ("4111111111111112", "false")):

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import PASSWORDS, VM_PIN, NodeHandle, wait_for
+from tests.e2e.conftest import VM_PIN, NodeHandle, wait_for
 from tests.e2e.test_calls import carrier
 from tests.harness.audio import goertzel_power, read_wav
-from tests.harness.sipua import SipUa
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +40,7 @@ def messages(node: NodeHandle) -> list[dict[str, Any]]:
 
 def test_leave_message_mwi_and_retrieve_by_phone_then_delete(
         node: NodeHandle, phones: Any, tones: dict[int, Path]) -> None:
-    owner = SipUa("1001", "acme.example", PASSWORDS["1001"], ("127.0.0.1", node.sip_port))
+    owner = node.ua("1001")
     try:
         assert owner.register().status == 200
         # 1. a caller whose phone sends a 700 Hz tone leaves a message, then hangs up
