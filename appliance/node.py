@@ -23,6 +23,7 @@ from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
 from appliance.ivr.actions import ActionRunner, action_from_params
+from appliance.ivr.asr import AsrError, Grammar, PocketSphinxRecogniser, builtin_grammar
 from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import PromptStore
 from appliance.ivr.voicemail import MailboxActions, VoicemailError, VoicemailStore
@@ -118,6 +119,7 @@ class Node:
         self.voicemail = VoicemailStore(cfg.storage_dir)
         self.mailboxes = MailboxActions(self.voicemail, self._pin_hash)
         self.plugins = PluginHost(cfg.storage_dir)
+        self._asr: PocketSphinxRecogniser | None = None  # started on first use
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
@@ -206,6 +208,9 @@ class Node:
             await self.actions.close()
             self.actions = None
         await self.plugins.close()
+        if self._asr is not None:
+            await asyncio.to_thread(self._asr.close)
+            self._asr = None
         if self.cdrs is not None:
             self.cdrs.close()
             self.cdrs = None
@@ -401,7 +406,24 @@ class Node:
                                         tenant_id, box.extension, mailbox, new, saved)
 
     async def _recognise(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:
-        raise ValueError("no speech recogniser on this node")
+        """Speech against the node's grammar (R-4.19); ``AsrError`` (a language the
+        engine lacks, a word outside its dictionary) becomes the flow's error, and the
+        caller can still answer with the keypad."""
+        spec = cmd.capture
+        try:
+            if spec.grammar in ("yesno", "digits"):
+                grammar = builtin_grammar(spec.grammar, cmd.language)
+            else:
+                grammar = await asyncio.to_thread(
+                    Grammar.from_spec, "choices", {k: list(v) for k, v in
+                                                   (spec.choices or {}).items()})
+            if self._asr is None:
+                self._asr = PocketSphinxRecogniser()
+            result = await self._asr.recognise(audio, 8000, grammar, cmd.language)
+        except AsrError as exc:
+            raise ValueError(str(exc)) from None
+        return {"choice": result.choice, "text": result.text,
+                "confidence": round(result.confidence, 2)}
 
     def _save_recording(self, cmd: CaptureAudio, audio: Any) -> str:
         name = cmd.capture.target or f"{cmd.call_id}-{cmd.capture.seq}"

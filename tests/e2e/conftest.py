@@ -65,6 +65,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880033", "target": "flow:sys-voicemail"},
                     {"number": "+862088880022", "target": "flow:recorder"},
                     {"number": "+862088880011", "target": "flow:card"},
+                    {"number": "+862088880012", "target": "flow:asr"},
                 ],
                 "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
                 "api_tokens": [token_hash(API_TOKENS["acme"])],
@@ -76,7 +77,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
                           "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
                           "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW,
-                          "recorder": RECORDER_FLOW, "card": CARD_FLOW},
+                          "recorder": RECORDER_FLOW, "card": CARD_FLOW, "asr": ASR_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -134,6 +135,14 @@ CARD_FLOW: dict[str, Any] = {  # a card number checked by the tenant's luhn plug
                         "data": {"valid": "string(luhn.valid) if luhn_error == '' else 'error'",
                                  "error": "luhn_error"}}},
     "variables": {"luhn_error": ""},
+}
+ASR_FLOW: dict[str, Any] = {  # a spoken yes or no, then to 1001 with the answer
+    "flow": "asr", "version": 1, "start": "ask", "variables": {"answer": "none"},
+    "nodes": {"ask": {"type": "recognise", "grammar": "yesno", "variable": "answer",
+                      "prompt": {"tts": "Say yes or no."}, "timeout": 5, "retries": 3,
+                      "next": "agent", "on_failure": "agent"},
+              "agent": {"type": "transfer", "extension": "1001",
+                        "data": {"answer": "answer"}}},
 }
 NOTICE_FLOW: dict[str, Any] = {
     "flow": "notice", "version": 1, "start": "ask",

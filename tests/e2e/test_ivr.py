@@ -4,6 +4,7 @@ the flow collects an account number and hands the call to an extension with its 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import numpy as np
 import pytest
 
 from tests.e2e.conftest import API_TOKENS, CARRIER_IP, NodeHandle, wait_for
@@ -252,5 +254,41 @@ def test_plugin_uploaded_by_api_checks_a_card_number(
             pstn.hangup()
             call.wait_closed()
             pstn.stop()
+    finally:
+        agent.close()
+
+
+def spoken_wav(path: Path, word: str, seconds: float = 60.0) -> Path:
+    """A microphone for baresip: ``word`` (espeak-ng, en-us) every two seconds."""
+    from appliance.media.wav import read_wav as read_mono
+    from appliance.media.wav import write_wav
+
+    raw = path.with_suffix(".raw.wav")
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(raw), word], check=True,
+                   timeout=30)
+    speech = read_mono(raw, 8000)
+    period = np.zeros(16000, dtype=np.int16)
+    period[4000:4000 + len(speech)] = speech[:12000]
+    write_wav(path, np.tile(period, int(seconds / 2)), 8000)
+    return path
+
+
+@pytest.mark.parametrize("word", ["yes", "no"])
+def test_speech_answer_is_recognised_and_travels_with_the_call(
+        node: NodeHandle, phones: Any, tmp_run: Path, word: str) -> None:
+    """R-4.19: the caller says the answer; the recogniser, held to the node's yes/no
+    grammar, gives the flow its choice, which reaches the agent with the call."""
+    agent = node.ua("1001")
+    try:
+        assert agent.register().status == 200
+        pstn = carrier(node, phones, spoken_wav(tmp_run / f"{word}.wav", word),
+                       name=f"asr-{word}")
+        call = pstn.dial(f"sip:+862088880012@127.0.0.1:{node.sip_port}")
+        call.wait_established()
+        invite = agent.wait_request("INVITE", timeout=40)
+        assert parse_qs(invite.headers.get("X-BL-Data") or "") == {"answer": [word]}
+        pstn.hangup()
+        call.wait_closed()
+        pstn.stop()
     finally:
         agent.close()
