@@ -396,6 +396,10 @@ _PORT_LOCK = threading.Lock()
 # Below Linux's default ephemeral range (32768-60999) so that outgoing connections made by
 # other tests cannot grab a port between our check and the peer's bind.
 _PORT_LOW, _PORT_HIGH = 10000, 32000
+# Blocks (RTP ranges of whole nodes) come from the upper part, single ports and pairs
+# from the lower: scattered small ports in one shared range left no room for a 400-port
+# block once a suite had started a few hundred phones.
+_BLOCK_LOW, _BLOCK_MIN = 20000, 20
 
 
 def _can_bind(host: str, port: int, kinds: Sequence[int]) -> bool:
@@ -415,9 +419,10 @@ def _can_bind(host: str, port: int, kinds: Sequence[int]) -> bool:
 
 def _pick(host: str, count: int, kinds: Sequence[int], align: int = 1) -> int:
     rng = random.SystemRandom()
+    low, high = (_BLOCK_LOW, _PORT_HIGH) if count >= _BLOCK_MIN else (_PORT_LOW, _BLOCK_LOW)
     with _PORT_LOCK:
         for _ in range(2000):
-            base = rng.randrange(_PORT_LOW, _PORT_HIGH - count)
+            base = rng.randrange(low, high - count)
             base -= base % align
             ports = range(base, base + count)
             if any(p in _HANDED_OUT for p in ports):
