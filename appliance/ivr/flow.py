@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import yaml
 
+from appliance.ids import ID_RE
 from appliance.ivr.digits import CollectSpec
 from appliance.ivr.expr import Expr, ExprError, parse
 
@@ -399,15 +400,21 @@ def _collect(path: str, d: dict[str, Any]) -> Collect:
 
 
 def _set(path: str, d: dict[str, Any]) -> SetVars:
-    assign = d.get("variables")
-    if not isinstance(assign, dict) or not assign:
-        raise FlowError(f"{path}.variables", "must map variable names to expressions")
+    return SetVars(_expr_map(d, "variables", path, required=True), _opt_id(d, "next", path))
+
+
+def _expr_map(d: dict[str, Any], key: str, path: str,
+              required: bool = False) -> tuple[tuple[str, Expr], ...]:
+    """A field mapping variable names to expressions (``set``, ``data``, ``params``)."""
+    value = d.get(key, {})
+    if not isinstance(value, dict) or (required and not value):
+        raise FlowError(f"{path}.{key}", "must map variable names to expressions")
     out = []
-    for name, text in assign.items():
+    for name, text in value.items():
         if not isinstance(name, str) or not _VAR_RE.match(name):
-            raise FlowError(f"{path}.variables.{name}", "variable names are identifiers")
-        out.append((name, _expr(f"{path}.variables.{name}", text)))
-    return SetVars(tuple(out), _opt_id(d, "next", path))
+            raise FlowError(f"{path}.{key}.{name}", "variable names are identifiers")
+        out.append((name, _expr(f"{path}.{key}.{name}", text)))
+    return tuple(out)
 
 
 def _branch(path: str, d: dict[str, Any]) -> Branch:
@@ -435,14 +442,7 @@ def _transfer(path: str, d: dict[str, Any]) -> Transfer:
     kinds = [k for k in TRANSFER_KINDS if k in d]
     if len(kinds) != 1:
         raise FlowError(path, f"a transfer names exactly one of {', '.join(TRANSFER_KINDS)}")
-    data = d.get("data", {})
-    if not isinstance(data, dict):
-        raise FlowError(f"{path}.data", "must map names to expressions")
-    pairs = []
-    for name, text in data.items():
-        if not isinstance(name, str) or not _VAR_RE.match(name):
-            raise FlowError(f"{path}.data.{name}", "data names are identifiers")
-        pairs.append((name, _expr(f"{path}.data.{name}", text)))
+    pairs = _expr_map(d, "data", path)
     target = d[kinds[0]]
     # a literal number is the common case: quote it so it is a string expression
     text = f"'{target}'" if isinstance(target, int) or (
@@ -492,17 +492,9 @@ def _record(kind: str) -> Any:
 
 def _subflow(path: str, d: dict[str, Any]) -> Subflow:
     name = _req(d, "flow", path, str)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", name):
+    if not ID_RE.fullmatch(name):
         raise FlowError(f"{path}.flow", "must name a flow of the tenant")
-    params = d.get("params", {})
-    if not isinstance(params, dict):
-        raise FlowError(f"{path}.params", "must map variable names to expressions")
-    pairs = []
-    for var, text in params.items():
-        if not isinstance(var, str) or not _VAR_RE.match(var):
-            raise FlowError(f"{path}.params.{var}", "variable names are identifiers")
-        pairs.append((var, _expr(f"{path}.params.{var}", text)))
-    return Subflow(name, tuple(pairs), _opt_id(d, "next", path))
+    return Subflow(name, _expr_map(d, "params", path), _opt_id(d, "next", path))
 
 
 GRAMMARS = ("yesno", "digits", "choices")
