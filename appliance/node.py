@@ -12,7 +12,6 @@ import functools
 import ipaddress
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,20 +21,16 @@ from typing import Any, TextIO
 from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
-from appliance.ivr.actions import ActionRunner, action_from_params
-from appliance.ivr.asr import AsrError, Grammar, PocketSphinxRecogniser, builtin_grammar
-from appliance.ivr.plugins import PluginError, PluginHost
+from appliance.ivr.plugins import PluginHost
 from appliance.ivr.prompts import PromptStore
-from appliance.ivr.voicemail import MailboxActions, VoicemailError, VoicemailStore
+from appliance.ivr.runtime import IvrRuntime
+from appliance.ivr.voicemail import VoicemailStore
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
-from appliance.media.wav import write_wav
 from appliance.pbx.b2bua import B2bua, CaptureAudio, RunIvrAction, TraceEvent, WriteCdr
 from appliance.plan import Plan, token_hash
 
 log = logging.getLogger("branchline.node")
-MIN_MESSAGE_SECONDS = 1.0  # shorter voicemail is a caller who hung up at the beep
-_RECORDING_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -115,11 +110,7 @@ class Node:
             wall_offset=time.time() - time.monotonic(), ring_timeout=cfg.ring_timeout,
         )
         self.cdrs: CdrWriter | None = None
-        self.actions: ActionRunner | None = None
-        self.voicemail = VoicemailStore(cfg.storage_dir)
-        self.mailboxes = MailboxActions(self.voicemail, self._pin_hash)
-        self.plugins = PluginHost(cfg.storage_dir)
-        self._asr: PocketSphinxRecogniser | None = None  # started on first use
+        self.ivr: IvrRuntime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
@@ -133,13 +124,8 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.cdrs = CdrWriter(self.cfg.cdr_path)
-        self.actions = ActionRunner(
-            storage_root=self.cfg.storage_dir,
-            databases=lambda tenant, name: (t.databases.get(name)
-                                            if (t := self.plan.tenant(tenant)) else None),
-            allowed_hosts=lambda tenant: (t.action_hosts
-                                          if (t := self.plan.tenant(tenant)) else ()),
-        )
+        self.ivr = IvrRuntime(self.cfg.storage_dir, lambda: self.plan,
+                              self._messages_waiting)
         self._trace_fh = open(self.cfg.trace_path, "a", encoding="utf-8")
         self.media = MediaPlane(
             ip=self.cfg.media_ip,
@@ -204,13 +190,9 @@ class Node:
             self.media = None
         for task in list(self._tasks):
             task.cancel()
-        if self.actions is not None:
-            await self.actions.close()
-            self.actions = None
-        await self.plugins.close()
-        if self._asr is not None:
-            await asyncio.to_thread(self._asr.close)
-            self._asr = None
+        if self.ivr is not None:
+            await self.ivr.close()
+            self.ivr = None
         if self.cdrs is not None:
             self.cdrs.close()
             self.cdrs = None
@@ -220,6 +202,16 @@ class Node:
 
     # ----------------------------------------------------------------- API backend
     # (appliance.api.ApiBackend: what the node's HTTP API reads and asks for)
+
+    @property
+    def voicemail(self) -> VoicemailStore:
+        assert self.ivr is not None, "the API starts after the IVR runtime"
+        return self.ivr.voicemail
+
+    @property
+    def plugins(self) -> PluginHost:
+        assert self.ivr is not None, "the API starts after the IVR runtime"
+        return self.ivr.plugins
 
     @property
     def prompts(self) -> PromptStore:
@@ -246,10 +238,11 @@ class Node:
         return None
 
     def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool:
-        return self._pin_hash(tenant_id, mailbox) is not None
+        return self.ivr is not None and self.ivr.pin_hash(tenant_id, mailbox) is not None
 
     def mailbox_changed(self, tenant_id: str, mailbox: str) -> None:
-        self._spawn(asyncio.to_thread(self._tell_mailbox_phone, tenant_id, mailbox))
+        if self.ivr is not None:
+            self._spawn(asyncio.to_thread(self.ivr.mailbox_changed, tenant_id, mailbox))
 
     def ivr_ports(self, tenant_id: str | None) -> int:
         """The IVR port limit of a tenant, or of the node (None); 0: no limit."""
@@ -295,45 +288,14 @@ class Node:
 
     def _run_action(self, cmd: RunIvrAction) -> None:
         """Run a flow's data action off the call path; its result goes back to the core."""
-        if self.actions is None:
+        ivr = self.ivr
+        if ivr is None:
             return
-        runner = self.actions
-        tenant = cmd.tenant_id or ""
 
         async def run() -> None:
-            if cmd.kind == "plugin":
-                try:
-                    value = await self.plugins.call(
-                        tenant, str(cmd.params.get("plugin", "")),
-                        str(cmd.params.get("function", "")), cmd.params.get("input"),
-                        cmd.timeout)
-                except PluginError as exc:
-                    self._into_core(self.core.ivr_action_done, cmd.leg, False, None, str(exc))
-                else:
-                    self._into_core(self.core.ivr_action_done, cmd.leg, True, value, None)
-                return
-            if cmd.kind == "mailbox":
-                try:
-                    value = await asyncio.wait_for(asyncio.to_thread(
-                        self.mailboxes.run, tenant, dict(cmd.params)), cmd.timeout)
-                except (VoicemailError, TimeoutError) as exc:
-                    self._into_core(self.core.ivr_action_done, cmd.leg, False, None,
-                                    str(exc) or "timed out")
-                else:
-                    self._into_core(self.core.ivr_action_done, cmd.leg, True, value, None)
-                    if cmd.params.get("op") in ("mark", "delete"):
-                        await asyncio.to_thread(self._tell_mailbox_phone, tenant,
-                                                str(cmd.params.get("mailbox")))
-                return
-            try:
-                action = action_from_params(cmd.kind, cmd.params, cmd.timeout)
-            except ValueError as exc:
-                self._into_core(self.core.ivr_action_done, cmd.leg, False, None,
-                                str(exc))
-                return
-            result = await runner.run(tenant, action)
-            self._into_core(self.core.ivr_action_done, cmd.leg, result.ok, result.value,
-                            result.error)
+            ok, value, error = await ivr.run_action(cmd.tenant_id or "", cmd.kind,
+                                                    cmd.params, cmd.timeout)
+            self._into_core(self.core.ivr_action_done, cmd.leg, ok, value, error)
 
         self._spawn(run())
 
@@ -344,97 +306,30 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _pin_hash(self, tenant_id: str, mailbox: str) -> str | None:
-        tenant = self.plan.tenant(tenant_id)
-        box = tenant.mailbox(mailbox) if tenant is not None else None
-        return box.pin if box is not None else None
-
     def _on_capture(self, cmd: CaptureAudio, audio: Any, reason: str, speech: bool) -> None:
         """A capture ended: keep the recording or message (even if the caller has hung
-        up), or recognise the speech; then tell the flow."""
-        self._spawn(self._finish_capture(cmd, audio, reason, speech))
-
-    async def _finish_capture(self, cmd: CaptureAudio, audio: Any, reason: str,
-                              speech: bool) -> None:
-        spec = cmd.capture
-        seconds = round(len(audio) / 8000, 2)
-        ok, value, error = True, None, None
-        try:
-            if spec.kind == "voicemail":
-                value = await asyncio.to_thread(self._deposit, cmd, audio)
-                value.update(ended_by=reason)
-            elif spec.kind == "record":
-                path = await asyncio.to_thread(self._save_recording, cmd, audio)
-                value = {"path": path, "seconds": seconds, "ended_by": reason}
-            else:
-                value = {"speech": speech, "choice": None, "text": "", "ended_by": reason}
-                if speech:
-                    value.update(await self._recognise(cmd, audio))
-        except (VoicemailError, OSError, ValueError) as exc:
-            ok, error = False, str(exc)
-        if spec.kind != "recognise":  # traced here: the call may be over already
-            self._write_trace(TraceEvent(cmd.tenant_id, cmd.call_id, spec.kind, (
-                ("kept", "true" if ok else "false"), ("seconds", str(seconds)),
-                ("ended_by", reason), *((("error", error),) if error else ()),
-                *((("id", str(value["id"])),) if ok and value and "id" in value else ()))))
-        self._into_core(self.core.capture_finished, cmd.leg, spec.seq, ok, value, error)
-
-    def _deposit(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:
-        """Leave a voicemail message (worker thread) and tell the mailbox's phone."""
-        tenant_id, mailbox = cmd.tenant_id or "", cmd.capture.target
-        tenant = self.plan.tenant(tenant_id)
-        box = tenant.mailbox(mailbox) if tenant is not None else None
-        if box is None:
-            raise VoicemailError(f"no mailbox {mailbox}")
-        if len(audio) < MIN_MESSAGE_SECONDS * 8000:
-            raise VoicemailError("message too short, not kept")
-        msg = self.voicemail.deposit(tenant_id, mailbox, audio, caller=cmd.caller,
-                                     call=cmd.call_id)
-        log.info("voicemail tenant=%s mailbox=%s message %s (%.1f s) from %s", tenant_id,
-                 mailbox, msg.id, msg.seconds, cmd.caller)
-        self._tell_mailbox_phone(tenant_id, mailbox)
-        return {"mailbox": mailbox, "id": msg.id, "seconds": msg.seconds}
-
-    def _tell_mailbox_phone(self, tenant_id: str, mailbox: str) -> None:
-        """Message waiting (worker thread): the mailbox's phone learns the counts."""
-        tenant = self.plan.tenant(tenant_id)
-        box = tenant.mailbox(mailbox) if tenant is not None else None
-        if box is None or box.extension is None or self._loop is None:
+        up: traced here, since the call may be over), or recognise the speech; then
+        tell the flow."""
+        ivr = self.ivr
+        if ivr is None:
             return
-        new, saved = self.voicemail.counts(tenant_id, mailbox)
-        self._loop.call_soon_threadsafe(self._into_core, self.core.notify_messages,
-                                        tenant_id, box.extension, mailbox, new, saved)
 
-    async def _recognise(self, cmd: CaptureAudio, audio: Any) -> dict[str, Any]:
-        """Speech against the node's grammar (R-4.19); ``AsrError`` (a language the
-        engine lacks, a word outside its dictionary) becomes the flow's error, and the
-        caller can still answer with the keypad."""
-        spec = cmd.capture
-        try:
-            if spec.grammar in ("yesno", "digits"):
-                grammar = builtin_grammar(spec.grammar, cmd.language)
-            else:
-                grammar = await asyncio.to_thread(
-                    Grammar.from_spec, "choices", {k: list(v) for k, v in
-                                                   (spec.choices or {}).items()})
-            if self._asr is None:
-                self._asr = PocketSphinxRecogniser()
-            result = await self._asr.recognise(audio, 8000, grammar, cmd.language)
-        except AsrError as exc:
-            raise ValueError(str(exc)) from None
-        return {"choice": result.choice, "text": result.text,
-                "confidence": round(result.confidence, 2)}
+        async def finish() -> None:
+            result = await ivr.finish_capture(cmd, audio, reason, speech)
+            trace = ivr.capture_trace(cmd, audio, reason, result)
+            if trace is not None:
+                self._write_trace(TraceEvent(cmd.tenant_id, cmd.call_id, cmd.capture.kind,
+                                             trace))
+            self._into_core(self.core.capture_finished, cmd.leg, cmd.capture.seq, *result)
 
-    def _save_recording(self, cmd: CaptureAudio, audio: Any) -> str:
-        name = cmd.capture.target or f"{cmd.call_id}-{cmd.capture.seq}"
-        if not _RECORDING_NAME.fullmatch(name):
-            raise ValueError(f"a recording name is 1-64 letters, digits, - or _, not {name!r}")
-        folder = self.cfg.storage_dir / (cmd.tenant_id or "_unrouted") / "recordings"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.tmp"
-        write_wav(tmp, audio)
-        tmp.replace(folder / f"{name}.wav")
-        return f"recordings/{name}.wav"
+        self._spawn(finish())
+
+    def _messages_waiting(self, tenant_id: str, extension: str, mailbox: str, new: int,
+                          saved: int) -> None:
+        """From a worker thread: the core sends the message-waiting NOTIFY."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._into_core, self.core.notify_messages,
+                                            tenant_id, extension, mailbox, new, saved)
 
     def _send_sip(self) -> None:
         transport = self._transport
