@@ -71,6 +71,9 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
                     {"number": "+862088880078", "target": "flow:sys-voicemail"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1001", "1002"]}],
+                "agents": [{"id": "alice", "extension": "1001", "name": "Acme Alice"},
+                           {"id": "bob", "extension": "1002", "name": "Acme Bob"}],
+                "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 15}],
                 "announcements": [
                     {"number": "700", "text": "Welcome to Acme.", "voice": "en-us"}
                 ],

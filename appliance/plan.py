@@ -34,6 +34,7 @@ _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[
 _EXT_RE = re.compile(r"^[0-9]{2,8}$")
 _NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
 _PREFIX_RE = re.compile(r"^[0-9+*#]{1,10}$")
+_AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 SERVICES = frozenset({"echo"})
 
@@ -84,6 +85,26 @@ class Mailbox:
 
 
 @dataclass(frozen=True)
+class Agent:
+    """A contact-centre agent of the tenant, reached at an extension (the ACD, later,
+    adds states and skills; a flow already transfers to an agent id)."""
+
+    id: str
+    extension: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue of agents a flow can transfer to. Until the ACD (issue 5) owns queues
+    they ring their agents in order, ``ring_seconds`` each, like a hunt group."""
+
+    name: str
+    agents: tuple[str, ...]
+    ring_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class Did:
     number: str
     target: str
@@ -115,6 +136,8 @@ class Tenant:
     mailboxes: tuple[Mailbox, ...] = ()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # sha256:<hex> of tokens
     ivr_ports: int = 0  # IVR ports this tenant may hold at once (0: no limit)
+    agents: tuple[Agent, ...] = ()
+    queues: tuple[Queue, ...] = ()
 
     def mailbox(self, number: str) -> Mailbox | None:
         return next((m for m in self.mailboxes if m.number == number), None)
@@ -163,6 +186,7 @@ class Route:
     voice: str = "en-us"
     reason: str = ""
     flow: Flow | None = None
+    ring_seconds: float | None = None  # per member, when the target says
 
 
 @dataclass(frozen=True)
@@ -222,6 +246,30 @@ class Plan:
                     tenant.id, "trunk", target=number, trunk=trunk, caller_id=tenant.caller_id
                 )
         return Route(tenant.id, "none", reason="unknown number")
+
+    def transfer_route(self, tenant_id: str, kind: str, target: str) -> Route:
+        """Where a flow's transfer goes: ``extension`` and ``number`` are dialled as the
+        tenant's extensions would dial them; ``agent`` is an agent id of the tenant,
+        ``queue`` a queue name (its agents' extensions in order)."""
+        tenant = self.tenant(tenant_id)
+        if tenant is None:
+            return Route(None, "none", reason="unknown tenant")
+        if kind in ("extension", "number"):
+            return self.route(Origin("extension", tenant_id=tenant_id), target)
+        if kind == "agent":
+            agent = next((a for a in tenant.agents if a.id == target), None)
+            if agent is None:
+                return Route(tenant.id, "none", reason=f"no agent {target}")
+            return Route(tenant.id, "extension", target=agent.extension)
+        if kind == "queue":
+            queue = next((q for q in tenant.queues if q.name == target), None)
+            if queue is None:
+                return Route(tenant.id, "none", reason=f"no queue {target}")
+            members = tuple(a.extension for name in queue.agents for a in tenant.agents
+                            if a.id == name)
+            return Route(tenant.id, "hunt_group", target=f"queue:{queue.name}",
+                         members=members, ring_seconds=queue.ring_seconds)
+        return Route(tenant.id, "none", reason=f"cannot transfer to a {kind}")
 
     def _resolve(self, tenant: Tenant, target: str, dialled: str) -> Route:
         if tenant.extension(target):
@@ -310,6 +358,10 @@ class Plan:
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                     "api_tokens": list(t.api_tokens),
                     "limits": {"ivr_ports": t.ivr_ports},
+                    "agents": [{"id": a.id, "extension": a.extension, "name": a.name}
+                               for a in t.agents],
+                    "queues": [{"name": q.name, "agents": list(q.agents),
+                                "ring_seconds": q.ring_seconds} for q in t.queues],
                 }
                 for t in self.tenants
             ],
@@ -446,6 +498,26 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
             ext = number
         mailboxes.append(Mailbox(number, pin, str(m.get("name", "")), ext))
     _unique(f"{path}.mailboxes", [m.number for m in mailboxes])
+    agents = []
+    for i, a in enumerate(_list(doc, "agents", path)):
+        p = f"{path}.agents[{i}]"
+        ext = _str(a, "extension", p)
+        if ext not in {e.number for e in exts}:
+            raise PlanError(f"{p}.extension", f"{ext!r} is not an extension of {tid}")
+        agents.append(Agent(_str(a, "id", p, _AGENT_RE), ext, str(a.get("name", ""))))
+    _unique(f"{path}.agents", [a.id for a in agents])
+    queues = []
+    for i, q in enumerate(_list(doc, "queues", path)):
+        p = f"{path}.queues[{i}]"
+        members = q.get("agents") if isinstance(q, dict) else None
+        if not isinstance(members, list) or not members or not all(
+                m in {a.id for a in agents} for m in members):
+            raise PlanError(f"{p}.agents", f"a non-empty list of agent ids of {tid}")
+        ring = q.get("ring_seconds", 15.0)
+        if isinstance(ring, bool) or not isinstance(ring, int | float) or not 1 <= ring <= 300:
+            raise PlanError(f"{p}.ring_seconds", "must be between 1 and 300")
+        queues.append(Queue(_str(q, "name", p, _ID_RE), tuple(members), float(ring)))
+    _unique(f"{path}.queues", [q.name for q in queues])
     actions = doc.get("actions", {})
     if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
@@ -486,6 +558,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
         api_tokens=_token_hashes(doc, path), ivr_ports=_tenant_limits(doc, path),
+        agents=tuple(agents), queues=tuple(queues),
     )
 
 

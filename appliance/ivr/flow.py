@@ -444,9 +444,11 @@ def _transfer(path: str, d: dict[str, Any]) -> Transfer:
         raise FlowError(path, f"a transfer names exactly one of {', '.join(TRANSFER_KINDS)}")
     pairs = _expr_map(d, "data", path)
     target = d[kinds[0]]
-    # a literal number is the common case: quote it so it is a string expression
+    # a literal number (extension, number) or name (queue, agent) is the common case:
+    # quote it so it is a string expression; "(name)" reads a variable instead
+    literal = r"\+?[0-9*#]+" if kinds[0] in ("extension", "number") else r"[A-Za-z0-9_-]{1,64}"
     text = f"'{target}'" if isinstance(target, int) or (
-        isinstance(target, str) and re.fullmatch(r"\+?[0-9*#]+", target)) else target
+        isinstance(target, str) and re.fullmatch(literal, target)) else target
     caller_id = d.get("caller_id")
     if isinstance(caller_id, int) or (isinstance(caller_id, str)
                                       and re.fullmatch(r"\+?[0-9]+", caller_id)):

@@ -843,15 +843,12 @@ class B2bua:
         return tenant.flows if tenant is not None else {}
 
     def _ivr_transfer(self, leg: Leg, cmd: TransferCall, now: float) -> None:
-        """The flow hands the caller to an extension or a number, with its data."""
+        """The flow hands the caller to an extension, a number, an agent or a queue,
+        with its data."""
         call = leg.call
-        if cmd.kind not in ("extension", "number"):
-            self._trace(call, "ivr_transfer_failed", reason=f"{cmd.kind} not available")
-            call.hangup_side = "node"
-            self._hang_up(leg, now)
-            return
-        route = self.plan.route(Origin("extension", tenant_id=call.tenant_id), cmd.target)
-        if route.kind not in ("extension", "hunt_group", "trunk"):
+        route = self.plan.transfer_route(call.tenant_id or "", cmd.kind, cmd.target)
+        if route.kind not in ("extension", "hunt_group", "trunk") or (
+                route.kind == "hunt_group" and not route.members):
             self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
             if leg.ivr is not None and leg.ivr.mode == "transferring":
                 leg.ivr.transfer_failed(404, now)
@@ -947,6 +944,8 @@ class B2bua:
         return tenant.caller_id
 
     def _ring_seconds(self, route: Route) -> float:
+        if route.ring_seconds is not None:
+            return route.ring_seconds
         if route.kind == "hunt_group":
             tenant = self.plan.tenant(route.tenant_id or "")
             group = next((h for h in tenant.hunt_groups if h.number == route.target), None) \
@@ -1002,7 +1001,7 @@ class B2bua:
             route = self.plan.route(b.party, b.targets[0])
             a.peer = None
             self._place_b(b.call, a, route, b.targets[0], now, rest=b.targets[1:],
-                          data=b.data)
+                          data=b.data, ring_seconds=b.ring_seconds)
             return
         if a.ivr is not None and a.ivr.mode == "transferring" and a.state == "up":
             a.peer = None  # the flow takes the caller back (its transfer's on_failure)
@@ -1347,7 +1346,7 @@ def _destination(route: Route) -> str:
     if route.kind == "extension":
         return f"ext:{route.target}"
     if route.kind == "hunt_group":
-        return f"hunt:{route.target}"
+        return route.target if route.target.startswith("queue:") else f"hunt:{route.target}"
     if route.kind == "echo":
         return "service:echo"
     return f"{route.kind}:{route.target}"

@@ -32,6 +32,7 @@ from tests.harness.procs import (
     free_port_range,
     free_tcp_port,
     free_udp_port,
+    release_ports,
     wait_for_file,
 )
 from tests.harness.sipua import SipUa
@@ -71,6 +72,9 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "api_tokens": [token_hash(API_TOKENS["acme"])],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
+                "agents": [{"id": "alice", "extension": "1001"},
+                           {"id": "bob", "extension": "1002"}],
+                "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 5}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
@@ -200,6 +204,12 @@ class NodeHandle:
     action_port: int
     manifest: dict[str, Any]
     proc: ManagedProcess
+    rtp: tuple[int, int]
+
+    def stop(self) -> None:
+        """Stop the node and hand its RTP range back for later tests."""
+        self.proc.stop()
+        release_ports(*self.rtp)
 
     @property
     def outbound(self) -> str:
@@ -276,7 +286,8 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
     ).start()
     wait_for_file(proc, workdir / "demo.json")
     manifest = json.loads((workdir / "demo.json").read_text())
-    return NodeHandle(workdir, sip_port, fs_port, carrier_port, action_port, manifest, proc)
+    return NodeHandle(workdir, sip_port, fs_port, carrier_port, action_port, manifest, proc,
+                      (low, high))
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +296,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
     try:
         yield handle
     finally:
-        handle.proc.stop()
+        handle.stop()
 
 
 @pytest.fixture(scope="module")

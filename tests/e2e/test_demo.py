@@ -160,4 +160,4 @@ def test_plan_reload_on_sighup_and_bad_plan_refused(tmp_run: Path) -> None:
                 phone.stop()
         assert PASSWORDS["1003"] != "a-brand-new-password"
     finally:
-        node.proc.stop()
+        node.stop()

@@ -52,7 +52,7 @@ def test_flood_from_one_address_is_banned_others_still_served(tmp_run: Path) -> 
         log = (node.run_dir / "demo" / "node" / "edge" / "kamailio.log").read_text()
         assert "flood: banning 127.0.0.4" in log
     finally:
-        node.proc.stop()
+        node.stop()
 
 
 def test_forged_origin_header_is_stripped(node: NodeHandle, phones: Any,

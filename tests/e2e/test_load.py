@@ -39,7 +39,7 @@ def load_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
     try:
         yield handle
     finally:
-        handle.proc.stop()
+        handle.stop()
 
 
 def answered_cdrs(node: NodeHandle, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:

@@ -420,6 +420,8 @@ def _can_bind(host: str, port: int, kinds: Sequence[int]) -> bool:
 def _pick(host: str, count: int, kinds: Sequence[int], align: int = 1) -> int:
     rng = random.SystemRandom()
     low, high = (_BLOCK_LOW, _PORT_HIGH) if count >= _BLOCK_MIN else (_PORT_LOW, _BLOCK_LOW)
+    if count >= _BLOCK_MIN:  # blocks on a grid of their own size: no slivers between them
+        align = max(align, count + count % 2)
     with _PORT_LOCK:
         for _ in range(2000):
             base = rng.randrange(low, high - count)
@@ -449,6 +451,12 @@ def free_port_pair(host: str = "127.0.0.1") -> int:
     Suits any SIP peer (sip_listen / -p): both P and P+1 are reserved.
     """
     return _pick(host, 2, (socket.SOCK_DGRAM, socket.SOCK_STREAM))
+
+
+def release_ports(first: int, last: int) -> None:
+    """Hand ports back (a stopped node's RTP range) for later tests to use."""
+    with _PORT_LOCK:
+        _HANDED_OUT.difference_update(range(first, last + 1))
 
 
 def free_port_range(host: str = "127.0.0.1", count: int = 20) -> tuple[int, int]:
