@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import procs
+from tests.pg import pg_url  # noqa: F401  (a fixture for the whole suite)
 
 REPO = Path(__file__).resolve().parent.parent
 # Short and independent of where the checkout lives: baresip and Kamailio silently fail

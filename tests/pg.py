@@ -1,4 +1,4 @@
-"""PostgreSQL for the IVR data-action tests.
+"""PostgreSQL for the tests (IVR data actions, the controller's store).
 
 ``pg_url`` (session): a database of its own for this pytest run, ``branchline_test_<pid>``,
 created on the local server at 127.0.0.1:5432 (port: ``$BRANCHLINE_PG_PORT``) and dropped
