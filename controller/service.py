@@ -16,6 +16,7 @@ node would refuse.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from appliance.ids import ID_RE
-from appliance.plan import Plan
+from appliance.plan import Plan, token_hash
 from controller.passwords import hash_password, verify_password
-from controller.store import AuditEntry, Extension, Number, Tenant, User
+from controller.store import ApiToken, AuditEntry, Extension, Number, Tenant, User
 
 PLATFORM_ROLES = ("super_admin", "operations_manager", "technician")
 TENANT_ROLES = ("admin", "supervisor", "agent", "qa", "read_only")
@@ -204,6 +205,12 @@ def add_extension(s: Session, actor: Actor, number: str, sip_password: str, name
     return ext
 
 
+def list_extensions(s: Session, actor: Actor, tenant_id: str | None = None) -> list[Extension]:
+    scope = _tenant_scope(actor, tenant_id)
+    return list(s.scalars(select(Extension).where(Extension.tenant_id == scope)
+                          .order_by(Extension.number)))
+
+
 # --------------------------------------------------------------------------- users
 def create_user(s: Session, actor: Actor, *, staff_id: str, password: str, role: str,
                 tenant_id: str | None = None, name: str = "") -> User:
@@ -248,6 +255,40 @@ def authenticate(s: Session, staff_id: str, password: str) -> Actor | None:
         if tenant is None or tenant.status != "active":
             return None
     return Actor(user.staff_id, user.tenant_id, user.role)
+
+
+# --------------------------------------------------------------------------- tokens
+SCOPES = ("read", "write")
+
+
+def issue_token(s: Session, actor: Actor, scopes: tuple[str, ...] = SCOPES) -> str:
+    """A new API token for the actor (returned once; the store keeps its hash)."""
+    if not scopes or any(x not in SCOPES for x in scopes):
+        raise Invalid(f"scopes among {', '.join(SCOPES)}")
+    user = s.scalar(select(User).where(User.staff_id == actor.staff_id))
+    if user is None:
+        raise NotFound("no such user")
+    token = secrets.token_urlsafe(32)
+    s.add(ApiToken(user_id=user.id, token_hash=token_hash(token), scopes=" ".join(scopes)))
+    _audit(s, actor, actor.tenant_id, "create", f"token/{actor.staff_id}", None,
+           {"scopes": list(scopes)})
+    return token
+
+
+def actor_for_token(s: Session, token: str) -> tuple[Actor, frozenset[str]] | None:
+    """The actor and scopes of an API token, or None (unknown, or its tenant is
+    suspended)."""
+    row = s.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    if row is None:
+        return None
+    user = s.get(User, row.user_id)
+    if user is None:
+        return None
+    if user.tenant_id is not None:
+        tenant = s.get(Tenant, user.tenant_id)
+        if tenant is None or tenant.status != "active":
+            return None
+    return Actor(user.staff_id, user.tenant_id, user.role), frozenset(row.scopes.split())
 
 
 # --------------------------------------------------------------------------- plan

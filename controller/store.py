@@ -88,6 +88,18 @@ class Extension(Base):
     sip_password: Mapped[str] = mapped_column(String(128))  # the edge needs it (HA1)
 
 
+class ApiToken(Base):
+    """A user's API token: only its SHA-256 is kept (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(71), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200))  # space separated: read write
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class AuditEntry(Base):
     """Who changed what, when, with the object before and after."""
 
