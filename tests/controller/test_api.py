@@ -5,37 +5,28 @@ pagination, suspension, and the compiled plan."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
 from controller.app import create_app
 from controller.passwords import hash_password
-from controller.store import Base, User, engine_for, migrate, sessions
+from controller.store import User, engine_for, sessions
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FlaskClient]:
-    url = f"sqlite:///{tmp_path / 'controller.sqlite'}" if request.param == "sqlite" \
-        else request.getfixturevalue("pg_url")
-    engine = engine_for(url)
-    migrate(engine)
+@pytest.fixture
+def client(db_url: str) -> Iterator[FlaskClient]:
+    engine = engine_for(db_url)
     with sessions(engine)() as s:  # the platform's first super-admin, as an installer would
         s.add(User(staff_id="root", tenant_id=None, role="super_admin", name="Root",
                    password_hash=hash_password("root password 1"), language="en"))
         s.commit()
-    app = create_app(url)
+    engine.dispose()
+    app = create_app(db_url)
     with app.test_client() as c:
         yield c
     app.extensions["branchline.engine"].dispose()
-    if request.param == "postgresql":
-        Base.metadata.drop_all(engine)
-        with engine.begin() as conn:
-            conn.execute(text("drop table if exists alembic_version"))
-    engine.dispose()
 
 
 def token(c: FlaskClient, staff_id: str, password: str, scopes: list[str] | None = None) -> str:

@@ -5,33 +5,25 @@ the plan a node gets."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from appliance.plan import Origin, Plan
 from controller import service as svc
 from controller.service import Actor
-from controller.store import AuditEntry, Base, User, engine_for, migrate, sessions
+from controller.store import AuditEntry, User, engine_for, migrate, sessions
 
 ROOT = Actor("root", None, "super_admin")
 TECH = Actor("tech1", None, "technician")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
-    url = f"sqlite:///{tmp_path / 'controller.sqlite'}" if request.param == "sqlite" \
-        else request.getfixturevalue("pg_url")
-    engine = engine_for(url)
-    migrate(engine)
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    engine = engine_for(db_url)
     with sessions(engine)() as s:
         yield s
-    if request.param == "postgresql":  # the session's database is shared: leave it empty
-        Base.metadata.drop_all(engine)
-        with engine.begin() as conn:
-            conn.execute(text("drop table if exists alembic_version"))
     engine.dispose()
 
 
