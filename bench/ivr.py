@@ -30,13 +30,10 @@ import json
 import math
 import re
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from bench import profile as prof
 from bench import report
@@ -53,10 +50,6 @@ from bench.systems import (
 from tests.harness.procs import (
     ManagedProcess,
     ProcessError,
-    free_port_pair,
-    free_port_range,
-    free_udp_port,
-    wait_for_file,
 )
 from tests.harness.sipp import ACK, BYE, INVITE, PCAP_DIR, Sipp, play_pcap, recv, scenario, send
 
@@ -124,30 +117,11 @@ class IvrNode(NodeSystem):
         self.name = "node-ivr"
         self.min_prompt_s = min_prompt_s
 
+    def plan(self) -> dict[str, Any]:
+        return ivr_plan(self.carrier_port, self.min_prompt_s)
+
     def start(self, callee: Callee | None = None) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.carrier_port = free_port_pair(CARRIER_IP)
-        self.sip_port = free_port_pair("127.0.0.1")
-        self.fs_port = free_udp_port("127.0.0.1")
-        low, high = free_port_range("127.0.0.1", self.rtp_ports)
-        plan_path = self.workdir / "plan.yaml"
-        plan_path.write_text(yaml.safe_dump(ivr_plan(self.carrier_port, self.min_prompt_s)))
-        argv = [sys.executable, "-m", "appliance.demo", "--run-dir", str(self.workdir),
-                "--plan", str(plan_path), "--sip-port", str(self.sip_port),
-                "--fs-port", str(self.fs_port), "--rtp-range", f"{low}-{high}",
-                "--flood-limit", "100000", "--ring-timeout", "30"]
-        if self.loop:
-            argv += ["--loop", self.loop]
-        proc = ManagedProcess("node", argv, self.workdir, cwd=REPO, long_lived=True).start()
-        self.procs.append(proc)
-        try:
-            wait_for_file(proc, self.workdir / "demo.json", timeout=60)
-        except ProcessError:
-            self.stop()
-            raise
-        self.manifest = json.loads((self.workdir / "demo.json").read_text())
-        self.sip_ports = {"caller": self.carrier_port, "edge": self.sip_port,
-                          "fs": self.fs_port}
+        self.launch(ready_timeout=60)
 
     @property
     def trace_path(self) -> Path:

@@ -181,18 +181,24 @@ class NodeSystem(System):
         self.manifest: dict[str, Any] = {}
         self.fs_port = 0
 
-    def start(self, callee: Callee) -> None:
+    def plan(self) -> dict[str, Any]:
+        """The plan the node serves (subclasses add to it)."""
+        return bench_plan(self.carrier_port)
+
+    def launch(self, ready_timeout: float = 30.0) -> None:
+        """Start the node process on free ports with ``plan()`` and wait until ready
+        (no HTTP API: the bench does not use it, and its port could be taken)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.carrier_port = free_port_pair(CARRIER_IP)
         self.sip_port = free_port_pair("127.0.0.1")
         self.fs_port = free_udp_port("127.0.0.1")
         low, high = free_port_range("127.0.0.1", self.rtp_ports)
         plan_path = self.workdir / "plan.yaml"
-        plan_path.write_text(yaml.safe_dump(bench_plan(self.carrier_port)))
+        plan_path.write_text(yaml.safe_dump(self.plan()))
         argv = [sys.executable, "-m", "appliance.demo", "--run-dir", str(self.workdir),
                 "--plan", str(plan_path), "--sip-port", str(self.sip_port),
                 "--fs-port", str(self.fs_port), "--rtp-range", f"{low}-{high}",
-                "--flood-limit", "100000", "--ring-timeout", "30"]
+                "--flood-limit", "100000", "--ring-timeout", "30", "--api-port", "0"]
         if self.record:
             argv.append("--record")
         if self.loop:
@@ -200,13 +206,16 @@ class NodeSystem(System):
         proc = ManagedProcess("node", argv, self.workdir, cwd=REPO, long_lived=True).start()
         self.procs.append(proc)
         try:
-            wait_for_file(proc, self.workdir / "demo.json")
+            wait_for_file(proc, self.workdir / "demo.json", timeout=ready_timeout)
         except ProcessError:
             self.stop()
             raise
         self.manifest = json.loads((self.workdir / "demo.json").read_text())
         self.sip_ports = {"caller": self.carrier_port, "edge": self.sip_port,
                           "fs": self.fs_port}
+
+    def start(self, callee: Callee) -> None:
+        self.launch()
         register(self.workdir, f"127.0.0.1:{self.sip_port}", callee.address)
         self.sip_ports["callee"] = callee.sipp.local_port
 
