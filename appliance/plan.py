@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.ids import ID_RE
+from appliance.ids import DOMAIN_RE, EXTENSION_RE, ID_RE, NUMBER_RE
 from appliance.ivr.flow import Flow, FlowError, flow_from_dict, subflow_names
 from appliance.ivr.system import SYSTEM_FLOWS
 from appliance.passwords import is_hash
@@ -30,9 +30,6 @@ from appliance.passwords import is_hash
 TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow", "none"]
 
 _ID_RE = ID_RE
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-_EXT_RE = re.compile(r"^[0-9]{2,8}$")
-_NUMBER_RE = re.compile(r"^\+?[0-9]{3,20}$")
 _PREFIX_RE = re.compile(r"^[0-9+*#]{1,10}$")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
@@ -435,15 +432,15 @@ def _trunk(path: str, doc: Any) -> Trunk:
 
 def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     tid = _str(doc, "id", path, _ID_RE)
-    domain = _str(doc, "domain", path, _DOMAIN_RE)
-    caller_id = _str(doc, "caller_id", path, _NUMBER_RE)
+    domain = _str(doc, "domain", path, DOMAIN_RE)
+    caller_id = _str(doc, "caller_id", path, NUMBER_RE)
     exts = []
     for i, e in enumerate(_list(doc, "extensions", path)):
         p = f"{path}.extensions[{i}]"
         pw = _str(e, "password", p)
         if len(pw) < 8:
             raise PlanError(f"{p}.password", "must be at least 8 characters")
-        exts.append(Extension(_str(e, "number", p, _EXT_RE), pw, str(e.get("name", ""))))
+        exts.append(Extension(_str(e, "number", p, EXTENSION_RE), pw, str(e.get("name", ""))))
     groups = []
     for i, g in enumerate(_list(doc, "hunt_groups", path)):
         p = f"{path}.hunt_groups[{i}]"
@@ -457,14 +454,14 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         ring = g.get("ring_seconds", 15.0)
         if not isinstance(ring, int | float) or not 1 <= ring <= 300:
             raise PlanError(f"{p}.ring_seconds", "must be between 1 and 300")
-        groups.append(HuntGroup(_str(g, "number", p, _EXT_RE), tuple(members), float(ring)))
+        groups.append(HuntGroup(_str(g, "number", p, EXTENSION_RE), tuple(members), float(ring)))
     anns = []
     for i, a in enumerate(_list(doc, "announcements", path)):
         p = f"{path}.announcements[{i}]"
         voice = _str(a, "voice", p, default="en-us")
         if voice not in ("en-us", "cmn", "yue"):
             raise PlanError(f"{p}.voice", "must be one of en-us, cmn, yue")
-        anns.append(Announcement(_str(a, "number", p, _EXT_RE), _str(a, "text", p), voice))
+        anns.append(Announcement(_str(a, "number", p, EXTENSION_RE), _str(a, "text", p), voice))
     local = {e.number for e in exts} | {g.number for g in groups} | {a.number for a in anns}
     _unique(f"{path}.numbers", [e.number for e in exts] + [g.number for g in groups]
             + [a.number for a in anns])
@@ -493,7 +490,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         ext = m.get("extension")
         if ext is not None and ext not in {e.number for e in exts}:
             raise PlanError(f"{p}.extension", f"{ext!r} is not an extension of {tid}")
-        number = _str(m, "number", p, _EXT_RE)
+        number = _str(m, "number", p, EXTENSION_RE)
         if ext is None and number in {e.number for e in exts}:
             ext = number
         mailboxes.append(Mailbox(number, pin, str(m.get("name", "")), ext))
@@ -539,7 +536,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
                 raise PlanError(f"{p}.target", f"{target!r}: {tid} has no such flow")
         elif target not in local and target not in SERVICES:
             raise PlanError(f"{p}.target", f"{target!r} is not a number or service of {tid}")
-        dids.append(Did(_str(d, "number", p, _NUMBER_RE), target))
+        dids.append(Did(_str(d, "number", p, NUMBER_RE), target))
     routes = []
     for i, r in enumerate(_list(doc, "outbound", path)):
         p = f"{path}.outbound[{i}]"

@@ -23,16 +23,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from appliance.ids import ID_RE
+from appliance.ids import DOMAIN_RE, EXTENSION_RE, ID_RE, NUMBER_RE
 from appliance.plan import Plan, token_hash
 from controller.passwords import hash_password, verify_password
 from controller.store import ApiToken, AuditEntry, Extension, Number, Tenant, User
 
 PLATFORM_ROLES = ("super_admin", "operations_manager", "technician")
 TENANT_ROLES = ("admin", "supervisor", "agent", "qa", "read_only")
-_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-_NUMBER_RE = re.compile(r"\+?[0-9]{3,20}")
-_EXT_RE = re.compile(r"[0-9]{2,8}")
 _STAFF_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -106,8 +103,8 @@ def create_tenant(s: Session, actor: Actor, *, id: str, name: str, domain: str,
                   caller_id: str) -> Tenant:
     _platform_only(actor)
     _check(ID_RE, id, "tenant id")
-    _check(_DOMAIN_RE, domain, "SIP domain")
-    _check(_NUMBER_RE, caller_id, "caller number")
+    _check(DOMAIN_RE, domain, "SIP domain")
+    _check(NUMBER_RE, caller_id, "caller number")
     if not isinstance(name, str) or not 0 < len(name) <= 200:
         raise Invalid("a name of 1-200 characters")
     if s.get(Tenant, id) is not None:
@@ -151,7 +148,7 @@ def assign_number(s: Session, actor: Actor, tenant_id: str, number: str, target:
                   kind: str = "did") -> Number:
     """Give a number to a tenant (platform staff): one number, one tenant."""
     _platform_only(actor)
-    _check(_NUMBER_RE, number, "number")
+    _check(NUMBER_RE, number, "number")
     if kind not in ("did", "service", "400"):
         raise Invalid("kind is did, service or 400")
     get_tenant(s, actor, tenant_id)
@@ -192,7 +189,7 @@ def route_number(s: Session, actor: Actor, number: str, target: str) -> Number:
 def add_extension(s: Session, actor: Actor, number: str, sip_password: str, name: str = "",
                   tenant_id: str | None = None) -> Extension:
     scope = _tenant_scope(actor, tenant_id)
-    _check(_EXT_RE, number, "extension")
+    _check(EXTENSION_RE, number, "extension")
     if not isinstance(sip_password, str) or len(sip_password) < 8:
         raise Invalid("a SIP password has at least 8 characters")
     if s.scalar(select(Extension).where(Extension.tenant_id == scope,

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.ids import ID_RE
+from appliance.ids import EXTENSION_RE, ID_RE
 from appliance.media.wav import read_wav, write_wav
 from appliance.passwords import verify
 
 RATE = 8000
 TENANT_RE = ID_RE
-MAILBOX_RE = re.compile(r"[0-9]{2,8}")
+MAILBOX_RE = EXTENSION_RE  # mailbox numbers follow the extension rule
 MESSAGE_ID_RE = re.compile(r"[0-9]{13}-[0-9a-f]{6}")
 STATUSES = ("new", "saved")
 GREETING_SOURCE_RE = re.compile(r"recordings/[A-Za-z0-9_-]{1,64}\.wav")
@@ -128,10 +128,6 @@ class VoicemailStore:
     def audio_path(self, tenant_id: str, mailbox: str, msg_id: str) -> Path:
         self.get(tenant_id, mailbox, msg_id)
         return self._file(self._box(tenant_id, mailbox), msg_id, ".wav")
-
-    def relative_audio(self, tenant_id: str, mailbox: str, msg_id: str) -> str:
-        """The message's path relative to the tenant's storage (for prompt playback)."""
-        return f"voicemail/{mailbox}/{self.get(tenant_id, mailbox, msg_id).id}.wav"
 
     def mark(self, tenant_id: str, mailbox: str, msg_id: str, status: str) -> Message:
         if status not in STATUSES:
@@ -239,7 +235,8 @@ class MailboxActions:
         if op == "message":
             msg = self.store.get(tenant_id, mailbox, msg_id)
             local = time.localtime(msg.received)
-            return {**msg.to_dict(), "path": self.store.relative_audio(tenant_id, mailbox, msg_id),
+            # the audio's path relative to the tenant's storage, for prompt playback
+            return {**msg.to_dict(), "path": f"voicemail/{mailbox}/{msg.id}.wav",
                     "date": time.strftime("%Y-%m-%d", local),
                     "time": time.strftime("%H:%M", local)}
         if op == "mark":
