@@ -474,7 +474,7 @@ class Interpreter:
                 prompt = {"recording": f"voicemail/{_show(target)}/greeting.wav",
                           "otherwise": VOICEMAIL_GREETING}
             self._step(now, node_id, node.kind, target=_show(target))
-            self._capture_after(prompt, True, now)
+            self._capture_after(() if prompt is None else (prompt,), True, now)
             return None
         if isinstance(node, Recognise):
             self._listen(node, None, now)
@@ -581,30 +581,31 @@ class Interpreter:
         value = self._eval(expr, now)
         return None if self.mode == "done" else {**ref, "recording": _show(value)}
 
-    def _capture_after(self, prompt: PromptRef | None, barge_in: bool, now: float) -> None:
-        """Play ``prompt`` (if any), then start the pending capture."""
+    def _capture_after(self, prompts: tuple[PromptRef, ...], barge_in: bool,
+                       now: float) -> None:
+        """Play ``prompts`` (if any) one after the other, then start the pending
+        capture."""
         self.mode = "capture_prompt"
         self.typeahead.clear()  # keys typed before a recording are not an answer to it
-        ref = None if prompt is None else self._prompt(prompt, now)
-        if self.mode == "done":
-            return
-        if ref is None:
-            self._start_capture(now)
+        refs = []
+        for prompt in prompts:
+            ref = self._prompt(prompt, now)
+            if ref is None:  # the prompt's expression failed: the call ends
+                return
+            refs.append(ref)
+        if refs:
+            self._commands.append(PlayPrompt(tuple(refs), self.language, barge_in))
         else:
-            self._commands.append(PlayPrompt((ref,), self.language, barge_in))
+            self._start_capture(now)
 
     def _listen(self, node: Recognise, before: PromptRef | None, now: float) -> None:
+        """Ask (after ``before``: what went wrong), then listen."""
         self._capture_seq += 1
         self._capture = StartCapture(
             self._capture_seq, "recognise", "", node.max_seconds, node.timeout, False,
             node.grammar, node.choices)
-        prompts = [p for p in (before, node.prompt) if p is not None]
-        if len(prompts) == 2:  # say what went wrong, then the question
-            self.mode = "capture_prompt"
-            self.typeahead.clear()
-            self._commands.append(PlayPrompt(tuple(prompts), self.language, node.barge_in))
-            return
-        self._capture_after(prompts[0] if prompts else None, node.barge_in, now)
+        self._capture_after(tuple(p for p in (before, node.prompt) if p is not None),
+                            node.barge_in, now)
 
     def _ask(self, node: Menu | Collect, now: float,
              before: PromptRef | None = None) -> None:
