@@ -16,14 +16,16 @@ The backend (a ``typing.Protocol``; the node satisfies it structurally)::
         voicemail: VoicemailStore          # appliance.ivr.voicemail
         prompts: PromptStore               # appliance.ivr.prompts
         trace_path: Path                   # the node's trace.jsonl
-        def usage(self) -> dict[str, dict[str, int]]       # {"acme": {"calls": 2, "ivr_busy": 1}}
+        def usage(self) -> dict[str, dict[str, int]]       # {"acme": {"calls": 2, ...}}
         def node_status(self) -> dict[str, Any]            # {"node": id, "plan_version": n}
         def authenticate(self, token: str) -> Principal | None
         def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool
         def mailbox_changed(self, tenant_id: str, mailbox: str) -> None
         def ivr_ports(self, tenant_id: str | None) -> int  # limit, 0 = unlimited
+        def limits(self, tenant_id: str) -> dict[str, int] # the plan's, 0 = unlimited
         def originate(self, tenant_id, number, flow, *, caller_id, ring_seconds,
                       variables) -> str                 # call id; ValueError: refused
+                                                        # (CallRefused: tenant's state)
 
 The backend's methods are called on the event loop (they read the node's live state,
 which belongs to the loop) and must therefore be quick: ``authenticate`` should look a
@@ -35,12 +37,14 @@ Auth model
 Every route except ``GET /api/v1/health`` needs ``Authorization: Bearer <token>``;
 a missing, malformed or unknown token gets 401 with ``WWW-Authenticate: Bearer``.
 ``authenticate`` maps a token to a ``Principal``: a tenant's (``tenant_id`` set) or
-the platform operator's (``tenant_id`` None).  The tenant a request acts for is always
-the token's: a tenant token that names another tenant in ``?tenant=`` is refused (400,
-the same answer whatever the other tenant), and another tenant's call, mailbox or
-message is simply not found (404, never 403: existence is not revealed).  The operator
-names the tenant with ``?tenant=<id>`` on the tenant-scoped routes (mailboxes,
-prompts; 400 without it); on ``/ports`` and the trace routes it is an optional filter.
+the platform operator's (``tenant_id`` None).  A suspended tenant's token is known but
+refused: 403 ``tenant_suspended`` (the operator still acts for that tenant).  The
+tenant a request acts for is always the token's: a tenant token that names another
+tenant in ``?tenant=`` is refused (400, the same answer whatever the other tenant),
+and another tenant's call, mailbox or message is simply not found (404, never 403:
+existence is not revealed).  The operator names the tenant with ``?tenant=<id>`` on
+the tenant-scoped routes (mailboxes, prompts; 400 without it); on ``/ports`` and the
+trace routes it is an optional filter.
 Tokens are never logged; changes (message marked or deleted, prompt stored or
 deleted) are logged with the principal's name.
 
@@ -68,7 +72,10 @@ Routes (all JSON except the audio; errors are
 Path parameters are validated at the edge with the stores' own rules (400
 ``bad_request``).  Bodies are bounded: a prompt upload is read in chunks up to
 ``MAX_PROMPT_BYTES`` (413 ``too_large`` beyond, before storing anything), a JSON body up
-to ``MAX_JSON_BYTES``.  Every response carries ``Cache-Control: no-store``.
+to ``MAX_JSON_BYTES``.  A prompt that would take the tenant's storage over its
+``storage_mb`` limit is refused, 413 ``quota_exceeded``; an outbound call over the
+tenant's ``pstn_calls`` limit, 429 ``quota_exceeded``.  Every response carries
+``Cache-Control: no-store``.
 docs/API.md has examples.
 """
 
@@ -89,7 +96,14 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from appliance.ivr.plugins import PluginError, PluginHost
-from appliance.ivr.prompts import LANGUAGE_RE, NAME_RE, PromptError, PromptStore, StoredPrompt
+from appliance.ivr.prompts import (
+    LANGUAGE_RE,
+    NAME_RE,
+    PromptError,
+    PromptStore,
+    StorageQuotaExceeded,
+    StoredPrompt,
+)
 from appliance.ivr.voicemail import (
     MAILBOX_RE,
     MESSAGE_ID_RE,
@@ -99,6 +113,8 @@ from appliance.ivr.voicemail import (
     VoicemailError,
     VoicemailStore,
 )
+from appliance.pbx.b2bua import CallRefused
+from appliance.storage import quota_bytes
 from appliance.trace import read_trace
 
 __all__ = [
@@ -130,10 +146,12 @@ _HTTP_IDS: Final[Mapping[int, str]] = {
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a token belongs to: a tenant, or the platform operator (``tenant_id`` None)."""
+    """Who a token belongs to: a tenant, or the platform operator (``tenant_id`` None).
+    A suspended tenant's principal is refused (403 ``tenant_suspended``)."""
 
     tenant_id: str | None
     name: str
+    suspended: bool = False
 
 
 class ApiBackend(Protocol):
@@ -160,6 +178,8 @@ class ApiBackend(Protocol):
     def mailbox_changed(self, tenant_id: str, mailbox: str) -> None: ...
 
     def ivr_ports(self, tenant_id: str | None) -> int: ...
+
+    def limits(self, tenant_id: str) -> dict[str, int]: ...
 
     def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
                   ring_seconds: float | None, variables: Mapping[str, str]) -> str: ...
@@ -210,6 +230,8 @@ def _authenticate(request: web.Request) -> Principal:
     if principal is None:
         raise ApiError(401, "unauthorized", "unknown token",
                        {hdrs.WWW_AUTHENTICATE: f'{_REALM}, error="invalid_token"'})
+    if principal.suspended:
+        raise ApiError(403, "tenant_suspended", f"tenant {principal.tenant_id} is suspended")
     return principal
 
 
@@ -306,10 +328,11 @@ async def _ports(request: web.Request) -> web.Response:
     tenant = _tenant(request, required=False)
     usage = backend.usage()
 
-    def entry(tenant_id: str) -> dict[str, int]:
+    def entry(tenant_id: str) -> dict[str, Any]:
         use = usage.get(tenant_id, {})
         return {"calls": int(use.get("calls", 0)), "ivr_busy": int(use.get("ivr_busy", 0)),
-                "ivr_ports": backend.ivr_ports(tenant_id)}
+                "pstn_calls": int(use.get("pstn_calls", 0)),
+                "ivr_ports": backend.ivr_ports(tenant_id), "limits": backend.limits(tenant_id)}
 
     names = [tenant] if tenant is not None else sorted(usage)
     status = backend.node_status()
@@ -469,6 +492,9 @@ async def _originate(request: web.Request) -> web.Response:
         call = request.app[BACKEND].originate(
             tenant, number, flow, caller_id=caller_id,
             ring_seconds=None if ring is None else float(ring), variables=variables)
+    except CallRefused as exc:
+        status = 403 if exc.reason == "tenant_suspended" else 429
+        raise ApiError(status, exc.reason, str(exc)) from None
     except ValueError as exc:
         raise _bad(str(exc)) from None
     _audit(request, tenant, "outbound call %s to %s running flow %s", call, number, flow)
@@ -518,14 +544,18 @@ async def _put_prompt(request: web.Request) -> web.Response:
         raise ApiError(415, "unsupported_media_type",
                        f"send the WAV as one of {', '.join(sorted(WAV_TYPES))}")
     body = await _read_body(request, MAX_PROMPT_BYTES)
-    store = request.app[BACKEND].prompts
+    backend = request.app[BACKEND]
+    store = backend.prompts
+    quota = quota_bytes(backend.limits(tenant).get("storage_mb", 0))
 
     def store_it() -> dict[str, Any]:
-        path = store.add(tenant, language, name, body)
+        path = store.add(tenant, language, name, body, quota_bytes=quota)
         return _prompt_doc(StoredPrompt(tenant, language, name, path, path.stat().st_size))
 
     try:
         doc = await asyncio.to_thread(store_it)
+    except StorageQuotaExceeded as exc:
+        raise ApiError(413, "quota_exceeded", str(exc)) from None
     except PromptError as exc:
         raise ApiError(400, "invalid_audio", str(exc)) from None
     _audit(request, tenant, "prompt %s/%s stored (%d bytes uploaded)", language, name, len(body))

@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,9 +29,11 @@ from appliance.ivr.voicemail import VoicemailStore
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
 from appliance.pbx.b2bua import B2bua, CaptureAudio, RunIvrAction, TraceEvent, WriteCdr
-from appliance.plan import Plan, token_hash
+from appliance.plan import Limits, Plan, token_hash
+from appliance.storage import MB, used_bytes
 
 log = logging.getLogger("branchline.node")
+FACTS_INTERVAL = 5.0  # seconds between reads of registrations and storage used
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,9 @@ class Node:
         self._trace_fh: TextIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: Any = None  # aiohttp AppRunner
+        self._started = 0.0  # time.monotonic() when up
+        self._registered = 0
+        self._storage_used: dict[str, int] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -149,6 +155,8 @@ class Node:
             raise
         if self.cfg.api_port:
             self._api = await start_api(self, self.cfg.api_host, self.cfg.api_port)
+        self._started = time.monotonic()
+        self._spawn(self._refresh_facts())
         self._write_status()
         log.info("node %s up: edge %s:%d, feature server 127.0.0.1:%d", self.plan.node_id,
                  self.cfg.sip_host, self.cfg.sip_port, self.cfg.fs_port)
@@ -159,15 +167,47 @@ class Node:
         self.plan = plan
         self.core.set_plan(plan)
 
-    def _write_status(self) -> None:
-        """Every second: what the NOC and tenants see as live use of this node."""
-        status = {
+    def status_doc(self) -> dict[str, Any]:
+        """What the NOC and tenants see as live use of this node: calls, IVR ports busy
+        and PSTN calls per tenant, each next to the tenant's limits and status (calls
+        of no tenant, to an unknown number, appear under "")."""
+        tenants: dict[str, dict[str, Any]] = {
+            tid: dict(live) for tid, live in self.core.usage().items()}
+        for tenant in self.plan.tenants:
+            entry = tenants.setdefault(tenant.id, {"calls": 0, "ivr_busy": 0,
+                                                   "pstn_calls": 0})
+            entry["limits"] = tenant.limits.to_dict()
+            entry["status"] = tenant.status
+        for tid, used in self._storage_used.items():
+            if tid in tenants:
+                tenants[tid]["storage_mb"] = round(used / MB, 1)
+        return {
             "node": self.plan.node_id, "plan_version": self.plan.version,
             "time": round(time.time(), 3), "calls": self.core.active_calls,
-            "tenants": self.core.usage(),
+            "uptime": round(time.monotonic() - self._started, 1) if self._started else 0.0,
+            "load": round(os.getloadavg()[0], 2), "registered": self._registered,
+            "tenants": tenants,
         }
+
+    async def _refresh_facts(self) -> None:
+        """Every few seconds: what is too slow to measure every second (registered
+        phones, from Kamailio; storage used per tenant, from the disk)."""
+        while True:
+            try:
+                self._registered = await self.edge.registered()
+            except (RuntimeError, OSError) as exc:
+                log.warning("cannot read the registrations: %s", exc)
+            self._storage_used = await asyncio.to_thread(
+                self._measure_storage, [t.id for t in self.plan.tenants])
+            await asyncio.sleep(FACTS_INTERVAL)
+
+    def _measure_storage(self, tenants: list[str]) -> dict[str, int]:
+        return {tid: used_bytes(self.cfg.storage_dir, tid) for tid in tenants}
+
+    def _write_status(self) -> None:
+        """Every second: ``status_doc`` to ``status.json`` (replaced atomically)."""
         tmp = self.cfg.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, sort_keys=True))
+        tmp.write_text(json.dumps(self.status_doc(), sort_keys=True))
         tmp.replace(self.cfg.status_path)
         if self._loop is not None:
             self._status_timer = self._loop.call_later(1.0, self._write_status)
@@ -234,7 +274,7 @@ class Node:
             return Principal(None, "operator")
         for tenant in self.plan.tenants:
             if hashed in tenant.api_tokens:
-                return Principal(tenant.id, f"{tenant.id} admin")
+                return Principal(tenant.id, f"{tenant.id} admin", suspended=tenant.suspended)
         return None
 
     def mailbox_exists(self, tenant_id: str, mailbox: str) -> bool:
@@ -244,12 +284,17 @@ class Node:
         if self.ivr is not None:
             self._spawn(asyncio.to_thread(self.ivr.mailbox_changed, tenant_id, mailbox))
 
+    def limits(self, tenant_id: str) -> dict[str, int]:
+        """The tenant's limits from the plan (0: no limit; all 0 for an unknown one)."""
+        tenant = self.plan.tenant(tenant_id)
+        return (tenant.limits if tenant is not None else Limits()).to_dict()
+
     def ivr_ports(self, tenant_id: str | None) -> int:
         """The IVR port limit of a tenant, or of the node (None); 0: no limit."""
         if tenant_id is None:
             return self.plan.ivr_ports
         tenant = self.plan.tenant(tenant_id)
-        return tenant.ivr_ports if tenant is not None else 0
+        return tenant.limits.ivr_ports if tenant is not None else 0
 
     def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
                   ring_seconds: float | None, variables: Mapping[str, str]) -> str:

@@ -12,6 +12,13 @@ extension of a tenant) and the dialled number and returns a :class:`Route`.  The
 tenant is decided by the DID for trunk calls and by the authenticated SIP domain
 for extension calls; an extension call only ever resolves numbers of its own
 tenant, so one tenant can never reach another's extensions.
+
+Tenancy on the node: a tenant is ``active`` or ``suspended``, has ``limits`` (quotas,
+0 = no limit) and ``treatments``, what a call refused because the tenant is suspended
+or over a quota gets (a SIP rejection, or an announcement answered, played and hung
+up). The plan only carries them; the call control (``appliance.pbx.b2bua``), the SIP
+edge and the node's API enforce them. The one quota the plan itself enforces is
+``ivr_flows``: a tenant with more flows than its limit is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ _PREFIX_RE = re.compile(r"^[0-9+*#]{1,10}$")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 SERVICES = frozenset({"echo"})
+VOICES = ("en-us", "cmn", "yue")
+REJECT_CODES = (403, 480, 486, 503)  # what a treatment may answer a refused call with
+LIMITS = ("ivr_ports", "pstn_calls", "web_calls", "agents", "ivr_flows", "storage_mb")
+TenantStatus = Literal["active", "suspended"]
 
 
 class PlanError(ValueError):
@@ -116,6 +127,49 @@ class OutboundRoute:
 
 
 @dataclass(frozen=True)
+class Treatment:
+    """What a refused call gets: ``reject`` (a SIP code among ``REJECT_CODES``), or,
+    when ``reject`` is 0, ``announcement`` spoken in ``voice`` after answering, then
+    the node hangs up."""
+
+    reject: int = 0
+    announcement: str = ""
+    voice: str = "en-us"
+
+    def describe(self) -> str:
+        return f"reject {self.reject}" if self.reject else "announcement"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.reject:
+            return {"reject": self.reject}
+        return {"announcement": self.announcement, "voice": self.voice}
+
+
+@dataclass(frozen=True)
+class Treatments:
+    suspended: Treatment = Treatment(reject=503)
+    over_quota: Treatment = Treatment(reject=486)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A tenant's quotas on this node, 0 meaning no limit. ``ivr_ports`` and
+    ``pstn_calls`` are concurrent calls, ``storage_mb`` the tenant's files
+    (``storage/<tenant>/``), ``ivr_flows`` the flows the plan may hold. ``web_calls``
+    and ``agents`` are carried for the ACD and WebRTC, which will enforce them."""
+
+    ivr_ports: int = 0
+    pstn_calls: int = 0
+    web_calls: int = 0
+    agents: int = 0
+    ivr_flows: int = 0
+    storage_mb: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in LIMITS}
+
+
+@dataclass(frozen=True)
 class Tenant:
     id: str
     domain: str
@@ -132,9 +186,15 @@ class Tenant:
     action_hosts: tuple[str, ...] = ()
     mailboxes: tuple[Mailbox, ...] = ()
     api_tokens: tuple[str, ...] = field(default=(), repr=False)  # sha256:<hex> of tokens
-    ivr_ports: int = 0  # IVR ports this tenant may hold at once (0: no limit)
+    limits: Limits = Limits()
     agents: tuple[Agent, ...] = ()
     queues: tuple[Queue, ...] = ()
+    status: TenantStatus = "active"
+    treatments: Treatments = Treatments()
+
+    @property
+    def suspended(self) -> bool:
+        return self.status == "suspended"
 
     def mailbox(self, number: str) -> Mailbox | None:
         return next((m for m in self.mailboxes if m.number == number), None)
@@ -326,6 +386,9 @@ class Plan:
                     "id": t.id,
                     "domain": t.domain,
                     "caller_id": t.caller_id,
+                    "status": t.status,
+                    "treatments": {"suspended": t.treatments.suspended.to_dict(),
+                                   "over_quota": t.treatments.over_quota.to_dict()},
                     "extensions": [
                         {"number": e.number, "password": e.password, "name": e.name}
                         for e in t.extensions
@@ -354,7 +417,7 @@ class Plan:
                     ],
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                     "api_tokens": list(t.api_tokens),
-                    "limits": {"ivr_ports": t.ivr_ports},
+                    "limits": t.limits.to_dict(),
                     "agents": [{"id": a.id, "extension": a.extension, "name": a.name}
                                for a in t.agents],
                     "queues": [{"name": q.name, "agents": list(q.agents),
@@ -434,6 +497,11 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     tid = _str(doc, "id", path, _ID_RE)
     domain = _str(doc, "domain", path, DOMAIN_RE)
     caller_id = _str(doc, "caller_id", path, NUMBER_RE)
+    status = doc.get("status", "active")
+    if status not in ("active", "suspended"):
+        raise PlanError(f"{path}.status", "active or suspended")
+    limits = _tenant_limits(doc, path)
+    treatments = _treatments(doc, path)
     exts = []
     for i, e in enumerate(_list(doc, "extensions", path)):
         p = f"{path}.extensions[{i}]"
@@ -459,7 +527,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     for i, a in enumerate(_list(doc, "announcements", path)):
         p = f"{path}.announcements[{i}]"
         voice = _str(a, "voice", p, default="en-us")
-        if voice not in ("en-us", "cmn", "yue"):
+        if voice not in VOICES:
             raise PlanError(f"{p}.voice", "must be one of en-us, cmn, yue")
         anns.append(Announcement(_str(a, "number", p, EXTENSION_RE), _str(a, "text", p), voice))
     local = {e.number for e in exts} | {g.number for g in groups} | {a.number for a in anns}
@@ -468,6 +536,9 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     flows_doc = doc.get("flows", {}) if isinstance(doc, dict) else {}
     if not isinstance(flows_doc, dict):
         raise PlanError(f"{path}.flows", "must map flow names to flow documents")
+    if limits.ivr_flows and len(flows_doc) > limits.ivr_flows:  # checked before loading any
+        raise PlanError(f"{path}.flows", f"{len(flows_doc)} flows, more than "
+                        f"limits.ivr_flows ({limits.ivr_flows})")
     flows = dict(SYSTEM_FLOWS)  # every tenant may use the system flows (sys-*)
     for name, flow_doc in flows_doc.items():
         if not isinstance(name, str) or not _ID_RE.fullmatch(name) or name.startswith("sys-"):
@@ -554,13 +625,46 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         id=tid, domain=domain, caller_id=caller_id, extensions=tuple(exts), dids=tuple(dids),
         hunt_groups=tuple(groups), announcements=tuple(anns), outbound=tuple(routes),
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
-        api_tokens=_token_hashes(doc, path), ivr_ports=_tenant_limits(doc, path),
-        agents=tuple(agents), queues=tuple(queues),
+        api_tokens=_token_hashes(doc, path), limits=limits,
+        agents=tuple(agents), queues=tuple(queues), status=status, treatments=treatments,
     )
 
 
-def _tenant_limits(doc: dict[str, Any], path: str) -> int:
+def _tenant_limits(doc: dict[str, Any], path: str) -> Limits:
     limits = doc.get("limits", {})
-    if not isinstance(limits, dict) or not set(limits) <= {"ivr_ports"}:
-        raise PlanError(f"{path}.limits", "a mapping with ivr_ports")
-    return _limit(limits, "ivr_ports", f"{path}.limits")
+    if not isinstance(limits, dict) or not set(limits) <= set(LIMITS):
+        raise PlanError(f"{path}.limits", f"a mapping with some of {', '.join(LIMITS)}")
+    return Limits(**{name: _limit(limits, name, f"{path}.limits") for name in LIMITS})
+
+
+def _treatments(doc: dict[str, Any], path: str) -> Treatments:
+    given = doc.get("treatments", {})
+    if not isinstance(given, dict) or not set(given) <= {"suspended", "over_quota"}:
+        raise PlanError(f"{path}.treatments", "a mapping with suspended and over_quota")
+    default = Treatments()
+    return Treatments(
+        suspended=_treatment(given.get("suspended"), f"{path}.treatments.suspended",
+                             default.suspended),
+        over_quota=_treatment(given.get("over_quota"), f"{path}.treatments.over_quota",
+                              default.over_quota),
+    )
+
+
+def _treatment(doc: Any, path: str, default: Treatment) -> Treatment:
+    if doc is None:
+        return default
+    if isinstance(doc, dict) and set(doc) == {"reject"}:
+        code = doc["reject"]
+        if isinstance(code, bool) or code not in REJECT_CODES:
+            raise PlanError(f"{path}.reject", f"a SIP code among {REJECT_CODES}")
+        return Treatment(reject=code)
+    if isinstance(doc, dict) and "announcement" in doc and set(doc) <= {"announcement",
+                                                                        "voice"}:
+        text = doc["announcement"]
+        if not isinstance(text, str) or not text.strip() or len(text) > 500:
+            raise PlanError(f"{path}.announcement", "a text of 1-500 characters")
+        voice = doc.get("voice", "en-us")
+        if voice not in VOICES:
+            raise PlanError(f"{path}.voice", f"must be one of {', '.join(VOICES)}")
+        return Treatment(announcement=text, voice=voice)
+    raise PlanError(path, '{"reject": <SIP code>} or {"announcement": <text>, "voice": ...}')

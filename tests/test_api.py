@@ -29,6 +29,8 @@ from appliance.api import MAX_PROMPT_BYTES, Principal, make_app, start_api
 from appliance.ivr.prompts import PromptStore, decode_wav
 from appliance.ivr.voicemail import VoicemailStore
 from appliance.media.wav import read_wav_raw
+from appliance.pbx.b2bua import CallRefused
+from appliance.plan import LIMITS
 
 Client = TestClient[web.Request, web.Application]
 
@@ -36,8 +38,9 @@ TOKENS = {
     "tok-acme": Principal("acme", "acme-admin"),
     "tok-globex": Principal("globex", "globex-admin"),
     "tok-operator": Principal(None, "noc"),
+    "tok-initech": Principal("initech", "initech-admin", suspended=True),
 }
-ACME, GLOBEX, OPERATOR = ({"Authorization": f"Bearer {t}"} for t in TOKENS)
+ACME, GLOBEX, OPERATOR, INITECH = ({"Authorization": f"Bearer {t}"} for t in TOKENS)
 
 
 class SilentSynth:
@@ -55,10 +58,13 @@ class FakeBackend:
     mailboxes: set[tuple[str, str]] = field(
         default_factory=lambda: {("acme", "1001"), ("globex", "1001"), ("globex", "2001")})
     live: dict[str, dict[str, int]] = field(
-        default_factory=lambda: {"acme": {"calls": 2, "ivr_busy": 1}})
-    limits: dict[str | None, int] = field(
+        default_factory=lambda: {"acme": {"calls": 2, "ivr_busy": 1, "pstn_calls": 1}})
+    ports: dict[str | None, int] = field(
         default_factory=lambda: {None: 30, "acme": 4, "globex": 0})
+    quotas: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {"acme": {"pstn_calls": 2}})
     changed: list[tuple[str, str]] = field(default_factory=list)
+    refusal: ValueError | None = None  # what originate raises
 
     def usage(self) -> dict[str, dict[str, int]]:
         return self.live
@@ -76,7 +82,17 @@ class FakeBackend:
         self.changed.append((tenant_id, mailbox))
 
     def ivr_ports(self, tenant_id: str | None) -> int:
-        return self.limits.get(tenant_id, 0)
+        return self.ports.get(tenant_id, 0)
+
+    def limits(self, tenant_id: str) -> dict[str, int]:
+        return {**dict.fromkeys(LIMITS, 0), "ivr_ports": self.ports.get(tenant_id, 0),
+                **self.quotas.get(tenant_id, {})}
+
+    def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
+                  ring_seconds: float | None, variables: dict[str, str]) -> str:
+        if self.refusal is not None:
+            raise self.refusal
+        return "c-new"
 
 
 TRACE = [
@@ -174,26 +190,26 @@ def test_health_is_open_and_everything_else_needs_a_known_bearer_token(
 # --------------------------------------------------------------------------- monitoring
 def test_ports_tenant_sees_its_own_entry_operator_sees_all(backend: FakeBackend) -> None:
     async def scenario(client: Client) -> None:
+        acme = {"calls": 2, "ivr_busy": 1, "pstn_calls": 1, "ivr_ports": 4,
+                "limits": backend.limits("acme")}
+        assert acme["limits"]["pstn_calls"] == 2 and acme["limits"]["ivr_ports"] == 4
+        idle = {"calls": 0, "ivr_busy": 0, "pstn_calls": 0, "ivr_ports": 0,
+                "limits": dict.fromkeys(LIMITS, 0)}
         resp = await client.get("/api/v1/ports", headers=ACME)
-        assert await resp.json() == {
-            "node": "node-1", "plan_version": 7,
-            "tenants": {"acme": {"calls": 2, "ivr_busy": 1, "ivr_ports": 4}},
-        }
+        assert await resp.json() == {"node": "node-1", "plan_version": 7,
+                                     "tenants": {"acme": acme}}
         resp = await client.get("/api/v1/ports", headers=GLOBEX)  # idle: zeros
-        assert (await resp.json())["tenants"] == {
-            "globex": {"calls": 0, "ivr_busy": 0, "ivr_ports": 0}}
+        assert (await resp.json())["tenants"] == {"globex": idle}
         resp = await client.get("/api/v1/ports", headers=GLOBEX, params={"tenant": "acme"})
         await expect_error(resp, 400, "bad_request")
 
-        backend.live["globex"] = {"calls": 1, "ivr_busy": 0}
+        backend.live["globex"] = {"calls": 1, "ivr_busy": 0, "pstn_calls": 0}
         resp = await client.get("/api/v1/ports", headers=OPERATOR)
         doc = await resp.json()
         assert doc["ivr_ports"] == 30
-        assert doc["tenants"] == {"acme": {"calls": 2, "ivr_busy": 1, "ivr_ports": 4},
-                                  "globex": {"calls": 1, "ivr_busy": 0, "ivr_ports": 0}}
+        assert doc["tenants"] == {"acme": acme, "globex": {**idle, "calls": 1}}
         resp = await client.get("/api/v1/ports", headers=OPERATOR, params={"tenant": "initech"})
-        assert (await resp.json())["tenants"] == {
-            "initech": {"calls": 0, "ivr_busy": 0, "ivr_ports": 0}}
+        assert (await resp.json())["tenants"] == {"initech": idle}
         resp = await client.get("/api/v1/ports", headers=OPERATOR, params={"tenant": "../x"})
         await expect_error(resp, 400, "bad_request")
 
@@ -465,6 +481,81 @@ def test_prompt_upload_refusals(backend: FakeBackend) -> None:
     serve(backend, scenario)
     assert [p.name for p in backend.prompts.list("acme")] == ["welcome"]
     assert backend.prompts.list("globex") == []
+
+
+def test_prompt_upload_over_the_storage_quota_is_refused(backend: FakeBackend) -> None:
+    """The quota counts everything in the tenant's storage (voicemail, recordings...);
+    a replaced prompt no longer counts; another tenant is not affected."""
+    backend.quotas["acme"] = {"storage_mb": 1}
+    backend.quotas["globex"] = {"storage_mb": 1}
+    url = "/api/v1/prompts/en-us/welcome"
+    wav_type = {"Content-Type": "audio/wav"}
+    one_second = stereo_wav(16000, 1.0)  # stored as 44 + 16000 bytes
+    messages = backend.prompts.root / "acme" / "voicemail" / "1001"
+    messages.mkdir(parents=True)
+    (messages / "old.wav").write_bytes(b"\0" * ((1 << 20) - 20000))
+
+    async def scenario(client: Client) -> None:
+        resp = await client.put(url, data=one_second, headers={**ACME, **wav_type})
+        assert resp.status == 201, await resp.text()
+        # the same prompt again replaces it: it fits
+        resp = await client.put(url, data=one_second, headers={**ACME, **wav_type})
+        assert resp.status == 201, await resp.text()
+        resp = await client.put("/api/v1/prompts/en-us/bye", data=one_second,
+                                headers={**ACME, **wav_type})
+        message = await expect_error(resp, 413, "quota_exceeded")
+        assert "storage quota" in message
+        resp = await client.put("/api/v1/prompts/en-us/bye", data=one_second,
+                                headers={**OPERATOR, **wav_type}, params={"tenant": "acme"})
+        await expect_error(resp, 413, "quota_exceeded")
+        resp = await client.put("/api/v1/prompts/en-us/bye", data=one_second,
+                                headers={**GLOBEX, **wav_type})
+        assert resp.status == 201
+        # room made: it fits again
+        (messages / "old.wav").unlink()
+        resp = await client.put("/api/v1/prompts/en-us/bye", data=one_second,
+                                headers={**ACME, **wav_type})
+        assert resp.status == 201
+
+    serve(backend, scenario)
+    assert [p.name for p in backend.prompts.list("acme")] == ["bye", "welcome"]
+
+
+# --------------------------------------------------------------------------- tenancy
+def test_a_suspended_tenants_token_is_refused_the_operator_still_acts_for_it(
+        backend: FakeBackend) -> None:
+    async def scenario(client: Client) -> None:
+        for method, path in (("GET", "/api/v1/ports"), ("GET", "/api/v1/prompts"),
+                             ("PUT", "/api/v1/prompts/en-us/welcome"),
+                             ("POST", "/api/v1/calls"), ("GET", "/api/v1/nothing-here")):
+            resp = await client.request(method, path, headers=INITECH)
+            message = await expect_error(resp, 403, "tenant_suspended")
+            assert "initech" in message
+        resp = await client.get("/api/v1/prompts", headers=OPERATOR,
+                                params={"tenant": "initech"})
+        assert resp.status == 200 and await resp.json() == {"prompts": []}
+
+    serve(backend, scenario)
+
+
+@pytest.mark.parametrize(("refusal", "status", "error_id"), [
+    (CallRefused("quota_exceeded", "acme holds 2 PSTN calls, its limit"), 429,
+     "quota_exceeded"),
+    (CallRefused("tenant_suspended", "acme is suspended"), 403, "tenant_suspended"),
+    (ValueError("acme has no flow 'nope'"), 400, "bad_request"),
+])
+def test_outbound_call_refusals_have_their_own_ids(
+        backend: FakeBackend, refusal: ValueError, status: int, error_id: str) -> None:
+    body = {"number": "013800000000", "flow": "notice"}
+
+    async def scenario(client: Client) -> None:
+        resp = await client.post("/api/v1/calls", json=body, headers=ACME)
+        assert resp.status == 201 and await resp.json() == {"call": "c-new"}
+        backend.refusal = refusal
+        resp = await client.post("/api/v1/calls", json=body, headers=ACME)
+        assert await expect_error(resp, status, error_id) == str(refusal)
+
+    serve(backend, scenario)
 
 
 # --------------------------------------------------------------------------- serving

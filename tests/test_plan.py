@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from appliance.plan import Origin, Plan, PlanError
+from appliance.plan import Limits, Origin, Plan, PlanError, Treatment, Treatments
 
 DOC: dict[str, Any] = {
     "version": 3,
@@ -42,6 +42,49 @@ def plan() -> Plan:
 def test_round_trip() -> None:
     p = plan()
     assert Plan.from_dict(p.to_dict()) == p
+
+
+def test_tenancy_defaults_and_round_trip() -> None:
+    acme = plan().tenants[0]
+    assert (acme.status, acme.suspended, acme.limits) == ("active", False, Limits())
+    assert acme.treatments == Treatments(suspended=Treatment(reject=503),
+                                         over_quota=Treatment(reject=486))
+    doc = copy.deepcopy(DOC)
+    doc["tenants"][0].update(
+        status="suspended",
+        limits={"ivr_ports": 4, "pstn_calls": 2, "web_calls": 3, "agents": 5,
+                "ivr_flows": 1, "storage_mb": 10},
+        treatments={"suspended": {"announcement": "Service is suspended.", "voice": "yue"},
+                    "over_quota": {"reject": 480}},
+        flows={"f": {"flow": "f", "version": 1, "start": "h",
+                     "nodes": {"h": {"type": "hangup"}}}})
+    p = Plan.from_dict(doc)
+    acme = p.tenants[0]
+    assert acme.suspended and acme.limits == Limits(4, 2, 3, 5, 1, 10)
+    assert acme.treatments.suspended == Treatment(announcement="Service is suspended.",
+                                                  voice="yue")
+    assert acme.treatments.over_quota.describe() == "reject 480"
+    out = p.to_dict()["tenants"][0]
+    assert out["status"] == "suspended" and out["limits"] == doc["tenants"][0]["limits"]
+    assert out["treatments"] == doc["tenants"][0]["treatments"]
+    assert Plan.from_dict(p.to_dict()) == p
+    # an announcement's voice defaults to en-us, and is written out
+    doc["tenants"][0]["treatments"] = {"over_quota": {"announcement": "All lines busy."}}
+    again = Plan.from_dict(doc).to_dict()["tenants"][0]["treatments"]
+    assert again == {"suspended": {"reject": 503},
+                     "over_quota": {"announcement": "All lines busy.", "voice": "en-us"}}
+
+
+def test_more_flows_than_the_ivr_flows_limit_are_refused() -> None:
+    doc = copy.deepcopy(DOC)
+    hangup = {"flow": "x", "version": 1, "start": "h", "nodes": {"h": {"type": "hangup"}}}
+    doc["tenants"][0]["flows"] = {"one": hangup, "two": hangup}
+    doc["tenants"][0]["limits"] = {"ivr_flows": 2}
+    assert len(Plan.from_dict(copy.deepcopy(doc)).tenants[0].flows) > 2  # + system flows
+    doc["tenants"][0]["limits"] = {"ivr_flows": 1}
+    with pytest.raises(PlanError) as err:
+        Plan.from_dict(doc)
+    assert err.value.path == "tenants[0].flows" and "ivr_flows (1)" in err.value.message
 
 
 def test_trunk_call_tenant_comes_from_the_did() -> None:
@@ -97,6 +140,25 @@ def test_outbound_longest_prefix_and_presentation() -> None:
          "tenants[0].hunt_groups[0].members"),
         (lambda d: d["trunks"][0].update(address="300.1.1.1"), "trunks[0].address"),
         (lambda d: d["tenants"][1].update(domain="acme.example"), "tenants.domain"),
+        (lambda d: d["tenants"][1].update(status="paused"), "tenants[1].status"),
+        (lambda d: d["tenants"][0].update(limits={"pstn_calls": -1}),
+         "tenants[0].limits.pstn_calls"),
+        (lambda d: d["tenants"][0].update(limits={"storage_mb": True}),
+         "tenants[0].limits.storage_mb"),
+        (lambda d: d["tenants"][0].update(limits={"web_calls": "2"}),
+         "tenants[0].limits.web_calls"),
+        (lambda d: d["tenants"][0].update(limits={"calls": 2}), "tenants[0].limits"),
+        (lambda d: d["tenants"][0].update(treatments={"deleted": {"reject": 503}}),
+         "tenants[0].treatments"),
+        (lambda d: d["tenants"][0].update(treatments={"suspended": {"reject": 404}}),
+         "tenants[0].treatments.suspended.reject"),
+        (lambda d: d["tenants"][0].update(treatments={"over_quota": {"reject": 486,
+                                                                     "voice": "yue"}}),
+         "tenants[0].treatments.over_quota"),
+        (lambda d: d["tenants"][0].update(treatments={"over_quota": {"announcement": " "}}),
+         "tenants[0].treatments.over_quota.announcement"),
+        (lambda d: d["tenants"][0].update(treatments={"suspended": {
+            "announcement": "Closed.", "voice": "fr"}}), "tenants[0].treatments.suspended.voice"),
     ],
 )
 def test_bad_plans_are_refused_with_the_path(mutate: Any, path: str) -> None:

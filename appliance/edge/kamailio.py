@@ -7,6 +7,14 @@ source addresses) lives in a SQLite database that Kamailio reads through
 one transaction, and :meth:`KamailioEdge.reload` asks Kamailio to reload its cached
 tables, so a new plan takes effect without dropping registrations or calls.
 Clear-text passwords never reach Kamailio's files: only ``MD5(user:realm:pw)``.
+
+A suspended tenant keeps its domain (calls in progress and the feature server's own
+requests still route) but has no subscribers: ``auth_check`` finds no such user, so
+its phones' REGISTER and INVITE are challenged again and again (401/407) and never
+accepted; Kamailio reads ``subscriber`` on every request, so this holds from the
+moment the plan is written, and a resumed tenant's phones register again at once.
+Registrations already held stay until they expire (the tenant's new calls get the
+suspended treatment before any of its phones would be called).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -153,6 +162,8 @@ def write_subscriber_db(path: Path, plan: Plan) -> None:
             for tenant in plan.tenants:
                 con.execute("INSERT INTO domain (domain, did) VALUES (?, ?)",
                             (tenant.domain, tenant.id))
+                if tenant.suspended:  # no login for its phones (see the module docstring)
+                    continue
                 con.executemany(
                     "INSERT INTO subscriber (username, domain, ha1) VALUES (?, ?, ?)",
                     [(e.number, tenant.domain, e.ha1(tenant.domain)) for e in tenant.extensions],
@@ -235,13 +246,25 @@ class KamailioEdge:
     async def reload(self, plan: Plan) -> None:
         write_subscriber_db(self.cfg.db_path, plan)
         for cmd in ("domain.reload", "permissions.addressReload"):
-            proc = await asyncio.create_subprocess_exec(
-                "kamcmd", "-s", f"unix:{self.cfg.ctl_socket}", cmd,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await proc.communicate()
-            if proc.returncode != 0:
-                raise RuntimeError(f"kamcmd {cmd} failed: {out.decode(errors='replace')}")
+            await self._rpc(cmd)
+
+    async def registered(self) -> int:
+        """How many phone registrations (contacts) the edge holds now."""
+        out = await self._rpc("stats.get_statistics", "usrloc:registered_users")
+        match = re.search(rb"registered_users\s*=\s*(\d+)", out)
+        if match is None:
+            raise RuntimeError(f"kamcmd: no registered_users in {out!r}")
+        return int(match.group(1))
+
+    async def _rpc(self, *cmd: str) -> bytes:
+        proc = await asyncio.create_subprocess_exec(
+            "kamcmd", "-s", f"unix:{self.cfg.ctl_socket}", *cmd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"kamcmd {cmd[0]} failed: {out.decode(errors='replace')}")
+        return out
 
     async def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:

@@ -52,7 +52,9 @@ path.
 
 Errors: ``PromptError`` (a ``ValueError``) means the reference, the value to
 say or the stored/uploaded audio is wrong, and names tenant, prompt and
-language.  Failures of the speech engine itself (``TtsError``) pass through
+language; ``StorageQuotaExceeded`` (a ``PromptError``) that an upload would take
+the tenant's storage (``appliance.storage``) over the ``quota_bytes`` given to
+``add``.  Failures of the speech engine itself (``TtsError``) pass through
 unchanged: they are ours, not the flow author's.
 """
 
@@ -79,12 +81,14 @@ from appliance.ids import ID_RE
 from appliance.ivr.say import KINDS, LANGUAGES, Kind, Language, SayError, say_text
 from appliance.media import g711
 from appliance.media.wav import WavError, read_wav_raw, resample, to_mono, write_wav
+from appliance.storage import used_bytes
 
 __all__ = [
     "RATE",
     "PromptError",
     "PromptStore",
     "SpeechSynthesizer",
+    "StorageQuotaExceeded",
     "StoredPrompt",
     "decode_wav",
 ]
@@ -133,6 +137,15 @@ class PromptError(ValueError):
         self.name = name
         self.language = language
         self.reason = message
+
+
+class StorageQuotaExceeded(PromptError):
+    """Storing the prompt would take the tenant's files over its storage quota."""
+
+    def __init__(self, message: str, *, tenant_id: str, name: str, language: str,
+                 used: int, needed: int, quota: int) -> None:
+        super().__init__(message, tenant_id=tenant_id, name=name, language=language)
+        self.used, self.needed, self.quota = used, needed, quota
 
 
 class SpeechSynthesizer(Protocol):
@@ -336,6 +349,7 @@ class PromptStore:
         self.max_seconds = max_seconds
         self.tts_for_tenant = tts_for_tenant
         self.cache = _AudioCache(cache_bytes)
+        self._writing = threading.Lock()  # a quota check and its write, one at a time
 
     # ----------------------------------------------------------------- validation
     @staticmethod
@@ -600,8 +614,11 @@ class PromptStore:
             ) from None
 
     # ----------------------------------------------------------------- admin (blocking)
-    def add(self, tenant_id: str, language: str, name: str, wav_bytes: bytes) -> Path:
-        """Convert a WAV upload to 8 kHz mono and store it (replacing any same name)."""
+    def add(self, tenant_id: str, language: str, name: str, wav_bytes: bytes, *,
+            quota_bytes: int = 0) -> Path:
+        """Convert a WAV upload to 8 kHz mono and store it (replacing any same name).
+        With ``quota_bytes``, refuse (``StorageQuotaExceeded``) when the tenant's
+        storage would then hold more than that (a replaced file no longer counts)."""
         tenant_id = self._check_tenant(tenant_id)
         language = self._check_language(tenant_id, language)
         name = self._check_name(tenant_id, language, name)
@@ -622,16 +639,27 @@ class PromptStore:
         target = directory / f"{name}.wav"
         encoded = io.BytesIO()
         write_wav(encoded, samples, RATE)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(encoded.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = encoded.getvalue()
+        with self._writing:
+            if quota_bytes:
+                replaced = target.stat().st_size if target.is_file() else 0
+                used = used_bytes(self.root, tenant_id) - replaced
+                if used + len(data) > quota_bytes:
+                    raise StorageQuotaExceeded(
+                        f"storing {len(data)} bytes would exceed the storage quota "
+                        f"({used} of {quota_bytes} bytes used)", tenant_id=tenant_id,
+                        name=name, language=language, used=used, needed=len(data),
+                        quota=quota_bytes)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         self.cache.discard(str(target))
         log.info("tenant %s: prompt %s stored in %s", tenant_id, name, language)
         return target

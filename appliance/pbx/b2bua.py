@@ -31,6 +31,16 @@ mirror the direction to the bridged peer with a re-INVITE of our own.  Transfers
 (RFC 3515 REFER, RFC 3891 Replaces) re-pair the anchored legs: blind transfer calls
 the new target and bridges it with the transferee; attended transfer bridges the
 two parties the transferor was talking to.
+
+Tenancy: a new call of a suspended tenant (from a trunk to its number, or from one of
+its extensions) gets the tenant's ``suspended`` treatment; a call that would make the
+tenant hold more PSTN calls than ``limits.pstn_calls`` gets ``over_quota``.  A call is
+a PSTN call of its tenant while one of its legs is on a trunk (it entered from one, or
+went out to one); a call that got a treatment is not counted.  A treatment is a SIP
+rejection or an announcement, answered and played like a route to an announcement
+then hung up.  Calls in progress are never cut by a new plan; transfers and outbound
+calls that would start a new PSTN call over the quota are refused (``CallRefused`` for
+``originate``).
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ from appliance.ivr.interpreter import (
 )
 from appliance.media.ports import PortPool, PortPoolExhausted
 from appliance.pbx.record import Cdr
-from appliance.plan import Origin, Plan, Route, Tenant
+from appliance.plan import Origin, Plan, Route, Tenant, Treatment
 from appliance.sip.dialog import Dialog, DialogError, DialogSet
 from appliance.sip.errors import SipError
 from appliance.sip.message import Headers, Request, Response, make_response
@@ -213,6 +223,15 @@ _DISPOSITIONS = {
 _DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
+class CallRefused(ValueError):
+    """``originate`` refused for the tenant's state: ``reason`` is ``tenant_suspended``
+    or ``quota_exceeded`` (a stable id the API shows)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -249,6 +268,7 @@ class Leg:
     last_offer: SessionDescription | None = None  # our last offer on this leg
     retransmit_interval: float = 0.5  # A leg: RFC 3261 13.3.1.4 2xx retransmission
     on_answer: tuple[Flow, Mapping[str, Any]] | None = None  # originated: flow to run
+    trunk: bool = False  # the far end is a carrier trunk (a PSTN leg)
 
 
 @dataclass(eq=False)
@@ -267,6 +287,13 @@ class Call:
     legs: list[Leg] = field(default_factory=list)
     ended: bool = False
     data: dict[str, str] = field(default_factory=dict)  # the payload the call carries
+    treatment: str = ""  # "suspended" or "over_quota" when the call was refused so
+
+    @property
+    def pstn(self) -> bool:
+        """A PSTN call of its tenant: a live leg on a trunk, and not a treated call."""
+        return not self.treatment and any(leg.trunk and leg.state != "ended"
+                                          for leg in self.legs)
 
 
 # --------------------------------------------------------------------------- core
@@ -340,17 +367,31 @@ class B2bua:
                 self.plan.ivr_ports:
             return "node IVR ports busy"
         tenant = self.plan.tenant(tenant_id or "")
-        if tenant is not None and tenant.ivr_ports and \
-                busy.get(tenant.id, {}).get("ivr_busy", 0) >= tenant.ivr_ports:
+        if tenant is not None and tenant.limits.ivr_ports and \
+                busy.get(tenant.id, {}).get("ivr_busy", 0) >= tenant.limits.ivr_ports:
             return "tenant IVR ports busy"
         return None
 
+    def pstn_full(self, tenant_id: str | None, besides: Call | None = None
+                  ) -> tuple[int, int] | None:
+        """``(limit, in use)`` when the tenant already holds all the PSTN calls its
+        ``limits.pstn_calls`` allows (``besides``: a call not to count), else None."""
+        tenant = self.plan.tenant(tenant_id or "")
+        if tenant is None or not tenant.limits.pstn_calls:
+            return None
+        in_use = sum(1 for call in self.calls.values()
+                     if call is not besides and call.tenant_id == tenant.id and call.pstn)
+        return (tenant.limits.pstn_calls, in_use) if in_use >= tenant.limits.pstn_calls \
+            else None
+
     def usage(self) -> dict[str, dict[str, int]]:
-        """Live use per tenant: calls in progress and IVR ports busy (R-4.17)."""
+        """Live use per tenant: calls in progress, IVR ports busy and PSTN calls (R-4.17)."""
         out: dict[str, dict[str, int]] = {}
         for call in self.calls.values():
-            entry = out.setdefault(call.tenant_id or "", {"calls": 0, "ivr_busy": 0})
+            entry = out.setdefault(call.tenant_id or "",
+                                   {"calls": 0, "ivr_busy": 0, "pstn_calls": 0})
             entry["calls"] += 1
+            entry["pstn_calls"] += int(call.pstn)
             entry["ivr_busy"] += sum(1 for leg in call.legs if leg.ivr is not None
                                      and not leg.ivr.finished and leg.state == "up")
         return out
@@ -553,12 +594,31 @@ class B2bua:
         self._leg_by_server[key] = a
         self._trace(call, "received", caller=caller, callee=dialled, origin=call.origin,
                     sip_call_id=req.call_id)
-        if route.kind == "none":
+        tenant = self.plan.tenant(tenant_id or "")
+        refused: tuple[str, Treatment] | None = None
+        if tenant is not None and tenant.suspended:
+            self._trace(call, "tenant_suspended",
+                        treatment=tenant.treatments.suspended.describe())
+            refused = ("suspended", tenant.treatments.suspended)
+        elif route.kind == "none":
             self._trace(call, "unrouted", reason=route.reason)
             self._fail_a(a, 404, now)
             return
-        call.destination = _destination(route)
-        self._trace(call, "routed", destination=call.destination)
+        elif tenant is not None and (origin.kind == "trunk" or route.kind == "trunk") and \
+                self._pstn_refused(call, tenant.treatments.over_quota.describe()):
+            refused = ("over_quota", tenant.treatments.over_quota)
+        if refused is not None:
+            kind, treatment = refused
+            call.treatment, call.destination = kind, f"treatment:{kind}"
+            if treatment.reject:
+                self._fail_a(a, treatment.reject, now)
+                return
+            route = Route(tenant_id, "announcement", text=treatment.announcement,
+                          voice=treatment.voice)
+        else:
+            call.destination = _destination(route)
+            self._trace(call, "routed", destination=call.destination)
+        a.trunk = origin.kind == "trunk"
         try:
             offer = SessionDescription.parse(req.body) if req.body else None
         except SdpError:
@@ -712,6 +772,9 @@ class B2bua:
             self._trace(leg.call, "ivr_ports_full", reason=full)
             self._respond(key, req, 486, "IVR Ports Busy", now)
             return
+        if route.kind == "trunk" and self._pstn_refused(leg.call, "transfer refused 486"):
+            self._respond(key, req, 486, "Over Quota", now)
+            return
         self._respond(key, req, 202, None, now)
         self._notify_refer(leg, "100 Trying", now)
         self._trace(leg.call, "transfer", mode="blind", by=leg.id, to=target.user or "")
@@ -811,6 +874,8 @@ class B2bua:
         tenant = self.plan.tenant(tenant_id)
         if tenant is None:
             raise ValueError(f"unknown tenant {tenant_id!r}")
+        if tenant.suspended:
+            raise CallRefused("tenant_suspended", f"{tenant_id} is suspended")
         flow = tenant.flows.get(flow_name)
         if flow is None:
             raise ValueError(f"{tenant_id} has no flow {flow_name!r}")
@@ -823,6 +888,9 @@ class B2bua:
                              f"{tenant_id}")
         if ring_seconds is not None and not 1 <= ring_seconds <= 300:
             raise ValueError("ring_seconds must be between 1 and 300")
+        if route.kind == "trunk" and (pstn := self.pstn_full(tenant_id)) is not None:
+            raise CallRefused("quota_exceeded", f"{tenant_id} holds {pstn[1]} PSTN calls, "
+                              f"its limit (pstn_calls {pstn[0]})")
         call = Call(id=self._token(8), tenant_id=tenant_id,
                     caller=self._presented_number(tenant, None, caller_id), callee=number,
                     origin=f"flow:{flow_name}", start=now, destination=_destination(route))
@@ -838,6 +906,19 @@ class B2bua:
         b.on_answer = (flow, dict(variables or {}))
         return call.id
 
+    def _pstn_refused(self, call: Call, outcome: str) -> bool:
+        """Would ``call``, not yet a PSTN call, become one over its tenant's
+        ``pstn_calls`` limit? Then it is traced (``quota_exceeded``, with the
+        ``outcome`` the caller gives it) and refused."""
+        if call.pstn:
+            return False
+        full = self.pstn_full(call.tenant_id, besides=call)
+        if full is None:
+            return False
+        self._trace(call, "quota_exceeded", quota="pstn_calls", limit=str(full[0]),
+                    in_use=str(full[1]), treatment=outcome)
+        return True
+
     def _flows(self, tenant_id: str | None) -> Mapping[str, Flow]:
         tenant = self.plan.tenant(tenant_id or "")
         return tenant.flows if tenant is not None else {}
@@ -852,6 +933,14 @@ class B2bua:
             self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
             if leg.ivr is not None and leg.ivr.mode == "transferring":
                 leg.ivr.transfer_failed(404, now)
+                self._drive_ivr(leg, now)
+                return
+            call.hangup_side = "node"
+            self._hang_up(leg, now)
+            return
+        if route.kind == "trunk" and self._pstn_refused(call, "transfer failed 486"):
+            if leg.ivr is not None and leg.ivr.mode == "transferring":
+                leg.ivr.transfer_failed(486, now)
                 self._drive_ivr(leg, now)
                 return
             call.hangup_side = "node"
@@ -893,6 +982,7 @@ class B2bua:
                           Origin("extension", tenant.id, target)
                           if route.kind != "trunk" and tenant else None)
         b.targets, b.data = rest, data
+        b.trunk = route.kind == "trunk"
         b.ring_seconds = ring_seconds or self._ring_seconds(route)
         b.peer = a
         if a is not None:

@@ -313,7 +313,7 @@ def test_usage_counts_calls_and_ivr_ports_per_tenant() -> None:
     c.receive(invite("sip:+862088880077@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
     c.receive(invite("sip:+862088880001@127.0.0.1", "trunk;name=carrier", call_id="c2"),
               EDGE, 1.0)
-    assert c.usage() == {"acme": {"calls": 2, "ivr_busy": 1}}
+    assert c.usage() == {"acme": {"calls": 2, "ivr_busy": 1, "pstn_calls": 2}}
     assert any(isinstance(x, PlayPrompts) for x in c.commands())
 
 

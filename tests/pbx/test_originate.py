@@ -51,7 +51,7 @@ def test_originate_presents_the_chosen_number_and_runs_the_flow_when_answered() 
     answer(c, invite, 2.0)
     plays = [x for x in c.commands() if isinstance(x, PlayPrompts)]
     assert plays and plays[0].prompts[0] == {"tts": "Your order has shipped."}
-    assert c.usage()["acme"] == {"calls": 1, "ivr_busy": 1}
+    assert c.usage()["acme"] == {"calls": 1, "ivr_busy": 1, "pstn_calls": 1}
     c.playback_finished(plays[0].leg, 3.0)  # the flow ends: the node hangs up
     bye = [m for m in (parse_message(d) for d, _ in c.outgoing())
            if isinstance(m, Request) and m.method == "BYE"]
