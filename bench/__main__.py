@@ -14,6 +14,8 @@ Prints the tables, writes ``run/bench/results.json`` and the results section of
 ``docs/BENCHMARKS.md`` (``--no-write`` to skip).  ``--quick``: a smoke run of seconds.
 ``--ivr``: instead, the IVR ports benchmark (callers in prompt + digit collection, see
 ``bench/ivr.py``), with its own section of ``docs/BENCHMARKS.md``.
+``--planpush``: instead, the node link benchmark (a plan change reaching 100 nodes over
+QUIC, against 1 node, see ``bench/planpush.py``); it prints its results.
 Everything runs on 127.0.0.0/8, bounded in calls and time.
 """
 
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ivr-baseline", choices=("run", "reuse", "none"), default="run",
                    help="relay baseline of --ivr: run Kamailio + rtpengine at the same N, "
                         "reuse run/bench/results.json, or none")
+    p.add_argument("--planpush", action="store_true",
+                   help="run the node link plan push benchmark (bench/planpush.py) instead")
+    p.add_argument("--planpush-nodes", type=int, default=100,
+                   help="simulated nodes of --planpush (--quick: 10)")
+    p.add_argument("--planpush-rounds", type=int, default=20,
+                   help="plan changes of --planpush (--quick: 3)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -93,6 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.planpush:
+        from bench import planpush
+        return planpush.main(["--quick"] if args.quick else
+                             ["--nodes", str(args.planpush_nodes),
+                              "--rounds", str(args.planpush_rounds),
+                              "--json", str(args.workdir / "planpush.json")])
     if args.ivr:
         from bench import ivr
         return ivr.run(args, args.workdir, None if args.no_write else args.doc)
