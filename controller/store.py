@@ -29,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from controller.crypto import Encrypted, EncryptedJSON
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -47,8 +49,17 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     domain: Mapped[str] = mapped_column(String(253), unique=True)
     caller_id: Mapped[str] = mapped_column(String(21))
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active, suspended
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active, suspended,
+    # deleted (kept until purge_after, then removed by ``python -m controller purge``)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    language: Mapped[str] = mapped_column(String(16), default="en")  # the UI's default
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # quotas, 0: none
+    treatments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # plan sections the controller carries as validated documents (hunt groups,
+    # announcements, outbound routes, mailboxes, agents, queues, data action hosts and
+    # databases): encrypted, as database URLs hold passwords
+    sections: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON, default=dict)
+    purge_after: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class User(Base):
@@ -63,11 +74,25 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(32))
     password_hash: Mapped[str] = mapped_column(String(255))
-    language: Mapped[str] = mapped_column(String(16), default="en")
+    language: Mapped[str] = mapped_column(String(16), default="")  # "": the tenant's
+    phone: Mapped[str | None] = mapped_column(Encrypted, default=None)  # personal data
+
+
+class Role(Base):
+    """A tenant's custom role: a name and a subset of the tenant permissions."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    permissions: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Number(Base):
-    """An access number (DID, service code, 400 number) of exactly one tenant."""
+    """An access number (DID, service code, 400 number) of exactly one tenant, or a
+    range of DIDs ``number``..``last`` (same length) with one target."""
 
     __tablename__ = "numbers"
 
@@ -75,6 +100,48 @@ class Number(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="did")
     target: Mapped[str] = mapped_column(String(80))
+    last: Mapped[str | None] = mapped_column(String(21), default=None)
+
+
+class Flow(Base):
+    """A tenant's IVR flow document (validated as the node parses it)."""
+
+    __tablename__ = "flows"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    """An appliance or hub node: what it serves, its enrolment, and what it last said.
+
+    ``plan_version`` rises each time the plan compiled for the node differs from the
+    last one (``plan_digest``); ``applied_version`` is what the node acknowledged."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16), default="branch")  # hub, branch
+    site: Mapped[str] = mapped_column(String(63), default="")
+    tenants: Mapped[list[str] | None] = mapped_column(JSON, default=None)  # None: all
+    trunks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # ivr_ports...
+    claim_hash: Mapped[str | None] = mapped_column(String(71), unique=True, default=None)
+    claim_expires: Mapped[dt.datetime | None] = mapped_column(default=None)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(80), default=None)
+    plan_version: Mapped[int] = mapped_column(Integer, default=0)
+    plan_digest: Mapped[str] = mapped_column(String(71), default="")
+    applied_version: Mapped[int] = mapped_column(Integer, default=0)
+    plan_error: Mapped[str | None] = mapped_column(String(1000), default=None)
+    status: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # last heartbeat
+    last_seen: Mapped[dt.datetime | None] = mapped_column(default=None)
+    connected: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Extension(Base):
@@ -85,7 +152,7 @@ class Extension(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     number: Mapped[str] = mapped_column(String(8))
     name: Mapped[str] = mapped_column(String(200), default="")
-    sip_password: Mapped[str] = mapped_column(String(128))  # the edge needs it (HA1)
+    sip_password: Mapped[str] = mapped_column(Encrypted)  # the edge needs it (HA1)
 
 
 class ApiToken(Base):

@@ -21,6 +21,7 @@ cd "$ROOT"
 APT_PACKAGES=(
   kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-utils-modules
   rtpengine sip-tester baresip espeak-ng sox sqlite3 python3-venv
+  chromium  # the controller's web page tests (Playwright drives it; no browser download)
 )
 
 SUDO=""

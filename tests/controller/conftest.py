@@ -3,13 +3,20 @@ suite's PostgreSQL (whose database is shared by the session, so it is emptied af
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from controller import crypto
 from controller.store import Base, engine_for, migrate
+
+# one key for the tests of this process and the controllers they start
+os.environ.setdefault("BRANCHLINE_SECRET_KEY", Fernet.generate_key().decode())
+crypto.use_key(os.environ["BRANCHLINE_SECRET_KEY"].encode())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

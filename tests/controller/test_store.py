@@ -1,6 +1,6 @@
 """The controller's store and services on SQLite and on PostgreSQL: migrations, tenancy
 (another tenant's objects are not found), one number one tenant, audit, passwords, and
-the plan a node gets."""
+the plan a node compiles for a node record."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from appliance.plan import Origin, Plan
+from controller import nodes
 from controller import service as svc
 from controller.service import Actor
 from controller.store import AuditEntry, User, engine_for, migrate, sessions
 
-ROOT = Actor("root", None, "super_admin")
-TECH = Actor("tech1", None, "technician")
+
+def actor(staff_id: str, tenant_id: str | None, role: str) -> Actor:
+    return Actor(staff_id, tenant_id, role, svc.ROLE_PERMISSIONS[role])
+
+
+ROOT = actor("root", None, "super_admin")
+TECH = actor("tech1", None, "technician")
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def test_migration_creates_the_schema(session: Session) -> None:
 def test_tenant_admin_sees_only_its_own_tenant(session: Session) -> None:
     two_tenants(session)
     acme = svc.authenticate(session, "a-admin", "acme admin pw")
-    assert acme == Actor("a-admin", "acme", "admin")
+    assert acme == actor("a-admin", "acme", "admin")
     assert [t.id for t in svc.list_tenants(session, acme)] == ["acme"]
     assert [t.id for t in svc.list_tenants(session, ROOT)] == ["acme", "globex"]
     with pytest.raises(svc.NotFound):
@@ -61,6 +67,11 @@ def test_tenant_admin_sees_only_its_own_tenant(session: Session) -> None:
 
 def test_numbers_belong_to_one_tenant_and_others_cannot_see_them(session: Session) -> None:
     two_tenants(session)
+    acme_admin, globex_admin = actor("a-admin", "acme", "admin"), actor("g-admin", "globex",
+                                                                         "admin")
+    svc.add_extension(session, acme_admin, "1001", "sip-secret-1")
+    svc.add_extension(session, acme_admin, "1002", "sip-secret-2")
+    svc.add_extension(session, globex_admin, "2001", "sip-secret-3")
     svc.assign_number(session, ROOT, "acme", "+862088880001", "1001")
     session.commit()
     with pytest.raises(svc.Conflict, match="another tenant"):
@@ -78,9 +89,12 @@ def test_numbers_belong_to_one_tenant_and_others_cannot_see_them(session: Sessio
     assert acme is not None
     svc.route_number(session, acme, "+862088880001", "1002")
     session.commit()
-    [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "update")).all()
+    [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == "update",
+                                                       AuditEntry.object.like("number/%"))
+                              ).all()
+    doc = {"number": "+862088880001", "tenant": "acme", "kind": "did"}
     assert (entry.actor, entry.tenant_id, entry.before, entry.after) == (
-        "a-admin", "acme", {"target": "1001"}, {"target": "1002"})
+        "a-admin", "acme", {**doc, "target": "1001"}, {**doc, "target": "1002"})
 
 
 def test_users_passwords_roles_and_suspension(session: Session) -> None:
@@ -93,7 +107,7 @@ def test_users_passwords_roles_and_suspension(session: Session) -> None:
     with pytest.raises(svc.Forbidden):  # only a super-admin makes platform users
         svc.create_user(session, TECH, staff_id="x", password="long enough pw",
                         role="technician")
-    acme = Actor("a-admin", "acme", "admin")
+    acme = actor("a-admin", "acme", "admin")
     with pytest.raises(svc.NotFound):  # a tenant admin cannot make users elsewhere
         svc.create_user(session, acme, staff_id="a-agent", password="agent pw 123",
                         role="agent", tenant_id="globex")
@@ -101,7 +115,7 @@ def test_users_passwords_roles_and_suspension(session: Session) -> None:
                             role="agent")
     assert agent.tenant_id == "acme"
     with pytest.raises(svc.Forbidden):  # an agent is not an administrator
-        svc.create_user(session, Actor("a-agent", "acme", "agent"), staff_id="a-agent2",
+        svc.create_user(session, actor("a-agent", "acme", "agent"), staff_id="a-agent2",
                         password="agent pw 123", role="admin")
     svc.set_tenant_status(session, ROOT, "acme", "suspended")
     session.commit()
@@ -112,14 +126,18 @@ def test_users_passwords_roles_and_suspension(session: Session) -> None:
 
 def test_compiled_plan_is_what_the_node_routes(session: Session) -> None:
     two_tenants(session)
-    acme = Actor("a-admin", "acme", "admin")
+    acme = actor("a-admin", "acme", "admin")
     svc.add_extension(session, acme, "1001", "sip-secret-1", "Alice")
     svc.assign_number(session, ROOT, "acme", "+862088880001", "1001")
     svc.set_tenant_status(session, ROOT, "globex", "suspended")
+    node = nodes.create_node(session, ROOT, id="branch-1")
     session.commit()
-    doc = svc.compile_plan(session, node_id="branch-1", version=7)
+    doc = nodes.compile_plan(session, node, 7)
     plan = Plan.from_dict(doc)
-    assert [t.id for t in plan.tenants] == ["acme"]  # suspended tenants are left out
+    assert plan.version == 7
+    # suspended tenants are in it, marked, so their callers get the suspended treatment
+    assert [(t.id, t.status) for t in plan.tenants] == [("acme", "active"),
+                                                        ("globex", "suspended")]
     route = plan.route(Origin("trunk", trunk="carrier"), "+862088880001")
     assert (route.tenant_id, route.kind, route.target) == ("acme", "extension", "1001")
     audit = session.scalars(select(AuditEntry).where(AuditEntry.object == "extension/1001"))
