@@ -16,7 +16,7 @@ setup:
 	bash scripts/setup.sh
 
 run: setup
-	$(PY) -m appliance.demo
+	$(PY) -m controller.demo
 
 lint: setup
 	$(VENV)/bin/ruff check .

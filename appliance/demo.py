@@ -22,6 +22,7 @@ from typing import Any
 import uvloop
 import yaml
 
+from appliance.link.client import LinkClient
 from appliance.node import Node, NodeConfig
 from appliance.passwords import hash_secret
 from appliance.plan import Plan, PlanError, token_hash
@@ -195,10 +196,8 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
         plan = load_or_create_plan(run_root / "demo" / "plan.yaml")
     cfg = NodeConfig(run_dir=run_root / "demo" / "node", **cfg_overrides)
     node = Node(cfg, plan)
-    stop = asyncio.Event()
+    stop = _stop_event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     manifest_path = run_root / "demo.json"
     manifest_path.unlink(missing_ok=True)
     plan_file = plan_path or run_root / "demo" / "plan.yaml"
@@ -237,6 +236,83 @@ async def run(run_root: Path, cfg_overrides: dict[str, Any], plan_path: Path | N
         await node.stop()
 
 
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_managed(run_root: Path, cfg_overrides: dict[str, Any], controller: str,
+                      claim: str | None, ca: Path | None, extra: dict[str, Any]) -> None:
+    """A node managed by a controller over the node link: enrol with the claim code if
+    not enrolled yet, start from the last good plan on disk when there is one (the
+    controller may be unreachable), and apply every plan the controller pushes; a
+    plan the node refuses is acknowledged with the reason and the old one stays."""
+    host, _, port = controller.rpartition(":")
+    cfg = NodeConfig(run_dir=run_root / "demo" / "node", **cfg_overrides)
+    link_dir = cfg.run_dir / "link"
+    link_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    manifest_path = run_root / "demo.json"
+    manifest_path.unlink(missing_ok=True)
+    stop = _stop_event()
+    holder: list[Node] = []
+    started = asyncio.Event()
+
+    async def apply(version: int, doc: dict[str, Any]) -> None:
+        plan = Plan.from_dict(doc)
+        if plan.version != version or plan.node_id != client.node_id:
+            raise PlanError("node.id", f"this is node {client.node_id} at version {version}")
+        if not holder:
+            node = Node(cfg, plan)
+            holder.append(node)
+            await node.start()
+            started.set()
+        else:
+            await holder[0].apply_plan(plan)
+        write_manifest(manifest_path, _managed_manifest(plan, cfg, extra))
+        log.info("plan version %d from the controller applied", version)
+
+    def status() -> dict[str, Any]:
+        return holder[0].status_doc() if holder else {"starting": True}
+
+    client = LinkClient((host, int(port)), link_dir, apply, status)
+    if not client.enrolled:
+        if not claim or ca is None:
+            raise SystemExit("error: this node is not enrolled: give --claim and --ca")
+        node_id = await client.enrol(claim, ca.read_bytes())
+        log.info("enrolled as node %s", node_id)
+    last = LinkClient.last_good_plan(link_dir)
+    if last is not None:
+        await apply(*last)
+    link = asyncio.get_running_loop().create_task(client.run(), name="node-link")
+    try:
+        await stop.wait()
+    finally:
+        link.cancel()
+        await asyncio.gather(link, return_exceptions=True)
+        manifest_path.unlink(missing_ok=True)
+        if holder:
+            await holder[0].stop()
+
+
+def _managed_manifest(plan: Plan, cfg: NodeConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """The demo manifest of a managed node: the node's part, the controller's, and each
+    tenant's administrator."""
+    plan_file = cfg.run_dir.parent / "plan.yaml"
+    doc = manifest(plan, cfg, plan_file, cfg.run_dir.parent / "node.pid")
+    doc["controller"] = extra.get("controller", {})
+    # the plan comes from the controller: flows are uploaded there, not deployed here
+    doc["flows"] = {"lint": doc["flows"]["lint"],
+                    "upload": doc["controller"].get("api", "") + "/flows/{name}"}
+    admins = extra.get("tenant_admins", {})
+    for tenant in doc["tenants"]:
+        if tenant["id"] in admins:
+            tenant["admin"] = admins[tenant["id"]]
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Branchline demo node")
     parser.add_argument("--run-dir", type=Path, default=Path("run"),
@@ -251,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-timeout", type=float, default=60.0)
     parser.add_argument("--api-port", type=int, default=8088,
                         help="the node's HTTP API (monitoring, voicemail, prompts) on loopback")
+    parser.add_argument("--controller", metavar="HOST:PORT",
+                        help="managed by this controller's node link instead of a plan file")
+    parser.add_argument("--claim", help="one-time claim code (first start only)")
+    parser.add_argument("--ca", type=Path, help="the controller's link CA certificate")
+    parser.add_argument("--manifest-extra", type=Path,
+                        help="JSON merged into demo.json (controller, tenant admins)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="event loop (uvloop relays RTP at about half the CPU)")
     args = parser.parse_args(argv)
@@ -262,11 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         "api_port": args.api_port,
     }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.controller:
+        extra = json.loads(args.manifest_extra.read_text()) if args.manifest_extra else {}
+        main_coro = run_managed(args.run_dir.resolve(), overrides, args.controller,
+                                args.claim, args.ca, extra)
+    else:
+        main_coro = run(args.run_dir.resolve(), overrides, args.plan)
     try:
         if args.loop == "uvloop":
-            uvloop.run(run(args.run_dir.resolve(), overrides, args.plan))
+            uvloop.run(main_coro)
         else:
-            asyncio.run(run(args.run_dir.resolve(), overrides, args.plan))
+            asyncio.run(main_coro)
     except PlanError as exc:
         print(f"error: invalid plan: {exc}", file=sys.stderr)
         return 2

@@ -250,10 +250,10 @@ class KamailioEdge:
 
     async def registered(self) -> int:
         """How many phone registrations (contacts) the edge holds now."""
-        out = await self._rpc("stats.get_statistics", "usrloc:registered_users")
-        match = re.search(rb"registered_users\s*=\s*(\d+)", out)
+        out = await self._rpc("stats.get_statistics", "usrloc:")
+        match = re.search(rb"usrloc:location_contacts\s*=\s*(\d+)", out)
         if match is None:
-            raise RuntimeError(f"kamcmd: no registered_users in {out!r}")
+            raise RuntimeError(f"kamcmd: no usrloc:location_contacts in {out!r}")
         return int(match.group(1))
 
     async def _rpc(self, *cmd: str) -> bytes:

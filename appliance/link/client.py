@@ -47,7 +47,12 @@ from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+)
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -113,6 +118,10 @@ class _LinkProtocol(QuicConnectionProtocol):
         super().__init__(quic, stream_handler)
         self.inbox: asyncio.Queue[Message | _Closed] = asyncio.Queue()
         self.close_reason: str | None = None
+        # set when the handshake completes or the connection ends, whichever comes
+        # first: aioquic's wait_connected() misses a handshake that completes before
+        # it is called (it only records completion for a waiter already there)
+        self.settled = asyncio.Event()
         self._decoder = FrameDecoder("controller")
         self._stream_id: int | None = None
 
@@ -125,7 +134,9 @@ class _LinkProtocol(QuicConnectionProtocol):
         self.transmit()
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived):
+        if isinstance(event, HandshakeCompleted):
+            self.settled.set()
+        elif isinstance(event, StreamDataReceived):
             if event.stream_id != self._stream_id:
                 self._fail("controller used an unexpected stream")
                 return
@@ -140,12 +151,14 @@ class _LinkProtocol(QuicConnectionProtocol):
             reason = event.reason_phrase or f"connection closed (code {event.error_code})"
             self.close_reason = reason
             self.inbox.put_nowait(_Closed(reason))
+            self.settled.set()
 
     def _fail(self, reason: str) -> None:
         self.close(error_code=int(CloseCode.PROTOCOL), reason_phrase=reason[:200])
         if self.close_reason is None:
             self.close_reason = reason
             self.inbox.put_nowait(_Closed(reason))
+            self.settled.set()
 
 
 class LinkClient:
@@ -332,11 +345,11 @@ class LinkClient:
             proto = cast(_LinkProtocol, base)
             proto.transmit()
             try:
-                await asyncio.wait_for(proto.wait_connected(), CONNECT_TIMEOUT)
+                await asyncio.wait_for(proto.settled.wait(), CONNECT_TIMEOUT)
             except TimeoutError:
                 raise LinkLost(f"no answer from {self.host}:{self.port}") from None
-            except ConnectionError:
-                raise LinkLost(proto.close_reason or "handshake failed") from None
+            if proto.close_reason is not None:
+                raise LinkLost(proto.close_reason)
             yield proto
 
     async def _apply(self, proto: _LinkProtocol, push: PushPlan) -> None:

@@ -1,5 +1,6 @@
-"""`make run`'s contract: the demo node writes run/demo.json when ready, phones can use
-what it lists, and Ctrl-C stops every process it started."""
+"""`make run`'s contract: the controller and the demo node it manages over the node link
+write run/demo.json when ready, phones and administrators can use what it lists, and
+Ctrl-C stops every process it started."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import wait_for
 from tests.harness.baresip import Account, BaresipPhone
 from tests.harness.procs import (
     ManagedProcess,
@@ -18,6 +20,7 @@ from tests.harness.procs import (
     free_port_pair,
     free_port_range,
     free_tcp_port,
+    free_udp_port,
     wait_for_file,
 )
 
@@ -28,17 +31,32 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     sip_port = free_port_pair("127.0.0.1")
     low, high = free_port_range("127.0.0.1", 40)
+    http_port = free_tcp_port("127.0.0.1")
     proc = ManagedProcess(
-        "demo", [sys.executable, "-m", "appliance.demo", "--run-dir", str(tmp_run),
-                 "--sip-port", str(sip_port), "--fs-port", str(free_port_pair("127.0.0.1")),
+        "demo", [sys.executable, "-m", "controller.demo", "--run-dir", str(tmp_run),
+                 "--http-port", str(http_port), "--link-port", str(free_udp_port("127.0.0.1")),
+                 "--", "--sip-port", str(sip_port),
+                 "--fs-port", str(free_port_pair("127.0.0.1")),
                  "--rtp-range", f"{low}-{high}", "--api-port",
                  str(free_tcp_port("127.0.0.1"))],
         tmp_run, cwd=REPO,
     ).start()
     manifest_path = tmp_run / "demo.json"
     try:
-        wait_for_file(proc, manifest_path)
+        wait_for_file(proc, manifest_path, timeout=60)
         m: dict[str, Any] = json.loads(manifest_path.read_text())
+        # the controller: its administrator and each tenant's, and the node it manages
+        ctl = m["controller"]
+        assert ctl["url"] == f"http://127.0.0.1:{http_port}/" and ctl["api"].endswith("/api/v1")
+        root = _token(ctl["api"], ctl["user"], ctl["password"])
+        node = wait_for(lambda: (d := _get(ctl["api"], "/nodes/demo", root))["online"]
+                        and d["applied_version"] == d["plan_version"] and d, 10,
+                        "the demo node online with its plan applied")
+        assert node["enrolled"] and node["plan_error"] is None
+        for t in m["tenants"]:
+            admin = _token(ctl["api"], t["admin"]["user"], t["admin"]["password"])
+            seen = _get(ctl["api"], "/tenants", admin)["items"]
+            assert [x["id"] for x in seen] == [t["id"]]
         assert m["sip"] == {"host": "127.0.0.1", "port": sip_port, "transports": ["udp", "tcp"]}
         assert m["carrier"]["address"] == "127.0.0.2"
         assert len(m["tenants"]) >= 2
@@ -56,7 +74,7 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
         sample = REPO / "appliance" / "ivr" / "samples" / "acme-main.yaml"
         assert sp.run([*m["flows"]["lint"], str(sample)], capture_output=True,
                       timeout=60).returncode == 0
-        assert "--plan" in m["flows"]["deploy"] and "--pid-file" in m["flows"]["deploy"]
+        assert m["flows"]["upload"] == ctl["api"] + "/flows/{name}"
         assert m["trace"]["command"][-2:] == ["--file", m["trace"]["path"]]
         # voicemail: the retrieval number and each mailbox's PIN (the plan has hashes)
         acme = m["tenants"][0]
@@ -109,6 +127,24 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     assert "kamailio" not in " ".join(
         Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in descendant_pids()
         if Path(f"/proc/{p}/cmdline").exists())
+
+
+def _token(api: str, user: str, password: str) -> str:
+    import urllib.request
+
+    req = urllib.request.Request(api + "/auth/tokens", method="POST", data=json.dumps(
+        {"staff_id": user, "password": password}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(json.loads(resp.read())["token"])
+
+
+def _get(api: str, path: str, token: str) -> Any:
+    import urllib.request
+
+    req = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def test_plan_reload_on_sighup_and_bad_plan_refused(tmp_run: Path) -> None:

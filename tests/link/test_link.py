@@ -329,3 +329,22 @@ def test_aioquic_still_has_what_linkd_relies_on(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(tls, "Context", Changed)  # linkd looks it up at each call
     with pytest.raises(RuntimeError, match="_request_client_certificate"):
         linkd.check_aioquic_supports_mtls()
+
+
+async def test_a_handshake_done_before_anyone_waits_is_not_missed() -> None:
+    """aioquic's wait_connected() only records a completed handshake for a waiter that
+    is already there; on a fast loopback the handshake can finish first. The client's
+    own `settled` event must see it whatever the order (the demo node once waited
+    16 s for this)."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.events import HandshakeCompleted
+
+    from appliance.link.client import _LinkProtocol
+
+    proto = _LinkProtocol(QuicConnection(configuration=QuicConfiguration(is_client=True)))
+    proto.quic_event_received(HandshakeCompleted(alpn_protocol="branchline-link/1",
+                                                 early_data_accepted=False,
+                                                 session_resumed=False))
+    await asyncio.wait_for(proto.settled.wait(), 1)
+    assert proto.close_reason is None
