@@ -217,6 +217,16 @@ class Trunk:
     name: str
     address: str
     port: int = 5060
+    # inbound translation rules: (prefix, replacement), longest prefix first; the
+    # carrier's number formats (national, local, short) become the DIDs of the plan
+    translate: tuple[tuple[str, str], ...] = ()
+
+    def translated(self, dialled: str) -> str:
+        """``dialled`` as the plan knows it: the longest matching prefix replaced."""
+        for prefix, replacement in self.translate:
+            if dialled.startswith(prefix):
+                return replacement + dialled[len(prefix):]
+        return dialled
 
 
 @dataclass(frozen=True)
@@ -281,6 +291,9 @@ class Plan:
     # -- routing -----------------------------------------------------------
     def route(self, origin: Origin, dialled: str) -> Route:
         if origin.kind == "trunk":
+            trunk = self.trunk(origin.trunk or "")
+            if trunk is not None:
+                dialled = trunk.translated(dialled)
             found = self._by_did.get(dialled) or self._by_did.get(dialled.lstrip("+"))
             if found is None:
                 return Route(None, "none", reason="unknown number")
@@ -379,7 +392,9 @@ class Plan:
             "node": {"id": self.node_id, "api_tokens": list(self.api_tokens),
                      "ivr_ports": self.ivr_ports},
             "trunks": [
-                {"name": t.name, "address": t.address, "port": t.port} for t in self.trunks
+                {"name": t.name, "address": t.address, "port": t.port,
+                 "translate": [{"prefix": p, "replace": r} for p, r in t.translate]}
+                for t in self.trunks
             ],
             "tenants": [
                 {
@@ -490,7 +505,17 @@ def _trunk(path: str, doc: Any) -> Trunk:
     port = doc.get("port", 5060)
     if not isinstance(port, int) or not 0 < port < 65536:
         raise PlanError(f"{path}.port", "must be a port number")
-    return Trunk(name=name, address=address, port=port)
+    rules = []
+    for i, rule in enumerate(_list(doc, "translate", path)):
+        p = f"{path}.translate[{i}]"
+        prefix = _str(rule, "prefix", p, _PREFIX_RE)
+        replace = rule.get("replace", "") if isinstance(rule, dict) else None
+        if not isinstance(replace, str) or not re.fullmatch(r"\+?[0-9]{0,20}", replace):
+            raise PlanError(f"{p}.replace", "digits, optionally with a leading + (or empty)")
+        rules.append((prefix, replace))
+    _unique(f"{path}.translate", [prefix for prefix, _ in rules])
+    rules.sort(key=lambda r: -len(r[0]))
+    return Trunk(name=name, address=address, port=port, translate=tuple(rules))
 
 
 def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:

@@ -99,6 +99,27 @@ def test_trunk_call_tenant_comes_from_the_did() -> None:
     assert p.route(Origin("trunk", trunk="carrier"), "+10000000").kind == "none"
 
 
+def test_trunk_translation_rules_turn_carrier_formats_into_dids() -> None:
+    doc = copy.deepcopy(DOC)
+    doc["trunks"][0]["translate"] = [
+        {"prefix": "020", "replace": "+8620"},        # national format
+        {"prefix": "88880", "replace": "+862088880"},  # local format
+        {"prefix": "0208888", "replace": "+86208888"},  # longer prefix wins
+        {"prefix": "+8620", "replace": "+8620"},       # already international
+    ]
+    p = Plan.from_dict(doc)
+    carrier = Origin("trunk", trunk="carrier")
+    for dialled in ("02088880001", "88880001", "+862088880001"):
+        r = p.route(carrier, dialled)
+        assert (r.tenant_id, r.target) == ("acme", "1001"), dialled
+    assert p.route(carrier, "95001").kind == "echo"  # no rule: as sent
+    assert p.route(carrier, "02099990000").kind == "none"
+    # rules apply to carrier calls only, and survive the round trip
+    assert p.route(Origin("extension", tenant_id="acme", extension="1002"),
+                   "88880001").kind == "none"
+    assert Plan.from_dict(p.to_dict()) == p
+
+
 def test_extension_routes_stay_in_tenant() -> None:
     p = plan()
     acme = Origin("extension", tenant_id="acme", extension="1001")
@@ -139,6 +160,11 @@ def test_outbound_longest_prefix_and_presentation() -> None:
         (lambda d: d["tenants"][0]["hunt_groups"][0].update(members=["2001"]),
          "tenants[0].hunt_groups[0].members"),
         (lambda d: d["trunks"][0].update(address="300.1.1.1"), "trunks[0].address"),
+        (lambda d: d["trunks"][0].update(translate=[{"prefix": "0", "replace": "x"}]),
+         "trunks[0].translate[0].replace"),
+        (lambda d: d["trunks"][0].update(translate=[{"prefix": "0", "replace": "+86"},
+                                                    {"prefix": "0", "replace": ""}]),
+         "trunks[0].translate"),
         (lambda d: d["tenants"][1].update(domain="acme.example"), "tenants.domain"),
         (lambda d: d["tenants"][1].update(status="paused"), "tenants[1].status"),
         (lambda d: d["tenants"][0].update(limits={"pstn_calls": -1}),

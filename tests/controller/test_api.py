@@ -852,6 +852,14 @@ def test_nodes_are_created_changed_and_claimed(client: CheckedClient) -> None:
     ok(w.root.patch("/nodes/branch-2", {"tenants": ["globex"], "trunks": [carrier]}))
     ok(w.root.patch("/nodes/branch-2", {"tenants": None}))
     assert [n["id"] for n in ok(w.root.get("/nodes"))["items"]] == ["branch-2"]
+    # translation rules of the carrier trunk reach the node's plan; bad ones are refused
+    rules = [{"prefix": "020", "replace": "+8620"}, {"prefix": "95", "replace": "95"}]
+    ok(w.root.patch("/nodes/branch-2", {"trunks": [{**carrier, "translate": rules}]}))
+    plan = ok(w.root.get("/nodes/branch-2/plan"))
+    assert plan["trunks"][0]["translate"] == rules
+    assert "trunks[0].translate[0].replace" in refused(w.root.patch("/nodes/branch-2", {
+        "trunks": [{**carrier, "translate": [{"prefix": "020", "replace": "abc"}]}]}), 400)
+    ok(w.root.patch("/nodes/branch-2", {"trunks": [carrier]}))
 
     # a claim code: shown once, only its hash kept, one use
     claim = ok(w.root.post("/nodes/branch-2/claim"), 201)
