@@ -17,6 +17,13 @@ point of it, the push, validation, the atomic
 Baseline (same run, same linkd): the same rounds with 1 node; the ratio N-node /
 1-node says what the fan-out costs. Target: p99 under 5 s at 100 nodes.
 Everything on 127.0.0.1, bounded in nodes and rounds.
+
+``--store URL`` measures the whole controller path instead of linkd alone: the
+backend is the controller's store (:class:`controller.nodes.DbLinkBackend` on SQLite
+or PostgreSQL), the tenants are imported into it, every node serves all of them, and
+each round is an administrator's change through the service layer (a DID routed to
+another extension), so every node's plan is compiled from the store, versioned,
+pushed, applied and acknowledged into the store.
 """
 
 from __future__ import annotations
@@ -29,15 +36,22 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
 from appliance.link.client import LinkClient
 from appliance.plan import Plan
-from controller.linkd import InMemoryBackend, LinkServer
+from controller import crypto, nodes
+from controller import service as svc
+from controller.linkd import AckRecord, InMemoryBackend, LinkServer
 from controller.pki import CertificateAuthority
+from controller.store import Node, engine_for, migrate, sessions
 
 HOST = "127.0.0.1"
 TENANTS = 5
@@ -159,14 +173,74 @@ async def measure(server: LinkServer, backend: InMemoryBackend, ca: CertificateA
                   max_ms=1000 * max(latencies), plan_bytes=size, enrol_s=enrol_s)
 
 
+class StoreBackend(nodes.DbLinkBackend):
+    """The controller's store as the bench's backend: claims become node records
+    serving every tenant, a round of "new plans" is one administrator's change, and
+    acknowledgements are timed as they reach the store."""
+
+    ADMIN = svc.Actor("bench", None, "super_admin", svc.ROLE_PERMISSIONS["super_admin"])
+
+    def __init__(self, url: str) -> None:
+        crypto.use_key(Fernet.generate_key())
+        self.engine = engine_for(url)
+        migrate(self.engine)
+        super().__init__(sessions(self.engine))
+        self._lock = threading.Lock()
+        self._acks: list[AckRecord] = []
+        self.changed_at = time.monotonic()
+        self._round = 0
+        with self.sessions() as s:  # the tenants, through the importer
+            nodes.import_plan(s, self.ADMIN, bench_plan("seed", 1))
+            s.commit()
+
+    def add_claim(self, code: str, node_id: str) -> None:
+        with self.sessions() as s:
+            seed = s.get(Node, "seed")
+            assert seed is not None
+            nodes.create_node(s, self.ADMIN, id=node_id, trunks=seed.trunks)
+            node = s.get(Node, node_id)
+            assert node is not None
+            node.claim_hash = nodes.claim_hash(code)
+            node.claim_expires = svc.utcnow() + nodes.CLAIM_TTL
+            s.commit()
+
+    def set_plans(self, docs: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """One change every node's plan contains: tenant-0's first DID moves between
+        two extensions. Returns the version each node will get (one more than now)."""
+        self._round += 1
+        with self.sessions() as s:
+            expected = {n.id: n.plan_version + 1 for n in s.scalars(
+                select(Node).where(Node.id.in_(list(docs))))}
+            svc.route_number(s, self.ADMIN, "+862088800000",
+                             "1000" if self._round % 2 == 0 else "1001")
+            s.commit()
+        self.changed_at = time.monotonic()
+        return expected
+
+    def plan_acknowledged(self, node_id: str, version: int, ok: bool,
+                          error: str | None) -> None:
+        super().plan_acknowledged(node_id, version, ok, error)
+        with self._lock:
+            self._acks.append(AckRecord(node_id, version, ok, error, time.monotonic()))
+
+    def acks_of(self, node_id: str) -> list[AckRecord]:
+        with self._lock:
+            return [a for a in self._acks if a.node_id == node_id]
+
+    def acknowledged(self) -> set[tuple[str, int]]:
+        with self._lock:
+            return {(a.node_id, a.version) for a in self._acks if a.ok}
+
+
 def _acked(backend: InMemoryBackend, ids: list[str], version: int | dict[str, int]) -> bool:
     seen = backend.acknowledged()
     return all((n, version if isinstance(version, int) else version[n]) in seen for n in ids)
 
 
-async def run(nodes: int, rounds: int, workdir: Path) -> list[Result]:
+async def run(nodes: int, rounds: int, workdir: Path, store: str | None = None
+              ) -> list[Result]:
     ca = CertificateAuthority.load_or_create(workdir / "pki")
-    backend = InMemoryBackend()
+    backend: Any = InMemoryBackend() if store is None else StoreBackend(store)
     server = LinkServer(HOST, 0, ca, backend)
     await server.start()
     try:
@@ -194,6 +268,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="smoke run: 10 nodes, 3 rounds")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--store", metavar="URL|sqlite",
+                   help="the controller's store as the backend: a SQLAlchemy URL (an "
+                   "empty PostgreSQL database) or 'sqlite' for a fresh file")
     args = p.parse_args(argv)
     if args.quick:
         args.nodes, args.rounds = 10, 3
@@ -206,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="branchline-planpush-"))
     try:
-        results = asyncio.run(run(args.nodes, args.rounds, workdir))
+        store = f"sqlite:///{workdir / 'controller.sqlite'}" if args.store == "sqlite" \
+            else args.store
+        results = asyncio.run(run(args.nodes, args.rounds, workdir, store))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     one, many = results
