@@ -106,7 +106,8 @@ def _opt_text(doc: dict[str, Any], key: str) -> str | None:
     return None if doc.get(key) is None else _text(doc, key)
 
 
-def _page(items: list[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+def _window() -> tuple[int, int]:
+    """``offset`` and ``limit`` of a list request."""
     try:
         limit = int(request.args.get("limit", "100"))
         offset = int(request.args.get("offset", "0"))
@@ -114,6 +115,11 @@ def _page(items: list[Any], render: Callable[[Any], dict[str, Any]]) -> Response
         raise svc.Invalid("limit and offset are integers") from None
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise svc.Invalid(f"limit 1-{MAX_LIMIT}, offset 0 or more")
+    return offset, limit
+
+
+def _page(items: list[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+    offset, limit = _window()
     return jsonify({"items": [render(x) for x in items[offset:offset + limit]],
                     "total": len(items)})
 
@@ -396,7 +402,9 @@ def put_section(section: str) -> Response:
 # --------------------------------------------------------------------------- audit, exports
 @api.get("/audit")
 def list_audit() -> Response:
-    return _page(svc.list_audit(_session(), _actor()), svc.audit_doc)
+    offset, limit = _window()
+    entries, total = svc.audit_page(_session(), _actor(), offset, limit)
+    return jsonify({"items": [svc.audit_doc(a) for a in entries], "total": total})
 
 
 @api.get("/exports/<kind>")

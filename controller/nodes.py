@@ -320,10 +320,17 @@ class DbLinkBackend:
     def heartbeat(self, node_id: str, status: dict[str, Any]) -> None:
         with self._beats_lock:
             self._beats[node_id] = (status, utcnow())
-            if time.monotonic() - self._flushed < self.HEARTBEAT_FLUSH:
-                return
+            due = time.monotonic() - self._flushed >= self.HEARTBEAT_FLUSH
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the heartbeats kept since the last write."""
+        with self._beats_lock:
             beats, self._beats = self._beats, {}
             self._flushed = time.monotonic()
+        if not beats:
+            return
         with self.sessions() as s:
             for node in s.scalars(select(Node).where(Node.id.in_(list(beats)))):
                 node.status, node.last_seen = beats[node.id]

@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from appliance.ids import DOMAIN_RE, EXTENSION_RE, ID_RE, NUMBER_RE
-from appliance.plan import token_hash
+from appliance.plan import VOICES, token_hash
 from controller.passwords import hash_password, verify_password
 from controller.store import (
     ApiToken,
@@ -75,7 +75,7 @@ TENANT_ROLES = ("admin", "supervisor", "agent", "qa", "read_only")
 # -- quotas and treatments -------------------------------------------------------------
 LIMITS = ("agents", "pstn_calls", "web_calls", "ivr_flows", "ivr_ports", "storage_mb")
 TREATMENTS = ("suspended", "over_quota")
-_REJECT_CODES = (403, 480, 486, 503)
+REJECT_CODES = (403, 480, 486, 503)
 # plan sections a tenant administrator edits as documents (validated by the node's
 # plan parser): hunt groups, announcements, outbound routes, mailboxes, agents, queues,
 # data actions (databases, hosts), node API token hashes
@@ -281,17 +281,17 @@ def _treatments(doc: Any) -> dict[str, dict[str, Any]]:
     out = {}
     for key, value in doc.items():
         if isinstance(value, dict) and set(value) == {"reject"} and \
-                value["reject"] in _REJECT_CODES:
+                value["reject"] in REJECT_CODES:
             out[key] = {"reject": value["reject"]}
         elif isinstance(value, dict) and "announcement" in value and \
                 set(value) <= {"announcement", "voice"} and \
                 isinstance(value["announcement"], str) and \
                 0 < len(value["announcement"]) <= 500 and \
-                value.get("voice", "en-us") in ("en-us", "cmn", "yue"):
+                value.get("voice", "en-us") in VOICES:
             out[key] = {"announcement": value["announcement"],
                         "voice": value.get("voice", "en-us")}
         else:
-            raise Invalid(f"treatments.{key}: {{\"reject\": one of {_REJECT_CODES}}} or "
+            raise Invalid(f"treatments.{key}: {{\"reject\": one of {REJECT_CODES}}} or "
                           '{"announcement": text, "voice": en-us|cmn|yue}')
     return out
 
@@ -802,12 +802,27 @@ def section_shown(section: str, value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- audit, export
-def list_audit(s: Session, actor: Actor) -> list[AuditEntry]:
+def _audit_query(actor: Actor) -> Any:
     _require(actor, "audit.read")
-    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    query = select(AuditEntry)
     if not actor.platform:
         query = query.where(AuditEntry.tenant_id == actor.tenant_id)
-    return list(s.scalars(query))
+    return query
+
+
+def list_audit(s: Session, actor: Actor) -> list[AuditEntry]:
+    """The whole audit log the actor may read, newest first (for exports)."""
+    return list(s.scalars(_audit_query(actor).order_by(AuditEntry.id.desc())))
+
+
+def audit_page(s: Session, actor: Actor, offset: int, limit: int
+               ) -> tuple[list[AuditEntry], int]:
+    """One page of the audit log, newest first, and how many entries there are (the
+    log only grows: the database pages it, not Python)."""
+    query = _audit_query(actor)
+    total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = s.scalars(query.order_by(AuditEntry.id.desc()).offset(offset).limit(limit))
+    return list(rows), total
 
 
 def isoformat(value: dt.datetime) -> str:

@@ -60,6 +60,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from appliance.plan import VOICES
 from controller import languages, nodes
 from controller import service as svc
 
@@ -73,8 +74,7 @@ _SESSION_LABEL = b"branchline controller web session v1"
 _PUBLIC = ("web.login", "web.set_language")  # pages served without a login
 AUDIT_PAGE = 100  # audit entries per page
 MAX_FLOW_TEXT = 256 * 1024
-REJECT_CODES = (403, 480, 486, 503)  # the SIP answers a treatment may give (service)
-VOICES = ("en-us", "cmn", "yue")
+
 
 Page = str | Response | tuple[str, int]
 P = ParamSpec("P")
@@ -423,16 +423,17 @@ def _audit_rows(entries: list[Any]) -> list[dict[str, Any]]:
 
 
 def _audit_page(export_endpoint: str) -> str:
-    entries = svc.list_audit(_db(), _actor())
     try:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
-    pages = max(1, -(-len(entries) // AUDIT_PAGE))
-    page = min(page, pages)
-    shown = entries[(page - 1) * AUDIT_PAGE:page * AUDIT_PAGE]
+    shown, total = svc.audit_page(_db(), _actor(), (page - 1) * AUDIT_PAGE, AUDIT_PAGE)
+    pages = max(1, -(-total // AUDIT_PAGE))
+    if page > pages:  # past the end: the last page
+        page = pages
+        shown, total = svc.audit_page(_db(), _actor(), (page - 1) * AUDIT_PAGE, AUDIT_PAGE)
     return render_template("audit.html", entries=_audit_rows(shown), page=page, pages=pages,
-                           total=len(entries), export_endpoint=export_endpoint)
+                           total=total, export_endpoint=export_endpoint)
 
 
 def _export(kind: str) -> Response:
@@ -556,7 +557,7 @@ def _tenant_page(tenant_id: str, error: svc.ServiceError | None = None,
         usage=None if usage is None else _usage_rows(usage),
         numbers=[svc.number_doc(n) for n in svc.list_numbers(s, actor, row.id)],
         users=users, roles=svc.TENANT_ROLES, kinds=svc.NUMBER_KINDS,
-        reject_codes=REJECT_CODES, voices=VOICES, retention=svc.RETENTION_DAYS,
+        reject_codes=svc.REJECT_CODES, voices=VOICES, retention=svc.RETENTION_DAYS,
         error=error, form=form or {})
 
 

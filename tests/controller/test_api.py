@@ -933,6 +933,7 @@ def test_usage_is_summed_over_the_nodes_heard_recently(client: CheckedClient) ->
                                                         "pstn_calls": 2}}})
     backend.heartbeat("branch-2", {"tenants": {"acme": {"calls": 1},
                                                "globex": {"calls": 5}}})
+    backend.flush()  # heartbeats are written together, at most once a second
     usage = ok(w.acme.get("/tenants/acme/usage"))
     assert usage == {"tenant": "acme", "status": "active", "limits": usage["limits"],
                      "usage": {"calls": 4, "ivr_busy": 1, "pstn_calls": 2},
