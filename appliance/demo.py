@@ -26,6 +26,7 @@ from appliance.link.client import LinkClient
 from appliance.node import Node, NodeConfig
 from appliance.passwords import hash_secret
 from appliance.plan import Plan, PlanError, token_hash
+from appliance.web import SOFTPHONE_JS
 
 log = logging.getLogger("branchline.demo")
 
@@ -132,7 +133,9 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
     clear = read_secrets(plan_file)
     own = clear.get("tenants", {})
     return {
-        "sip": {"host": cfg.sip_host, "port": cfg.sip_port, "transports": ["udp", "tcp"]},
+        "sip": {"host": cfg.sip_host, "port": cfg.sip_port,
+                "transports": ["udp", "tcp"] + ["ws"] * bool(cfg.ws_port)
+                + ["wss"] * bool(cfg.wss_port)},
         "carrier": {"address": carrier.address if carrier else None},
         "tenants": [
             {
@@ -177,8 +180,20 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
             "deploy": [sys.executable, "-m", "appliance.ivr", "deploy", "--plan",
                        str(plan_file), "--pid-file", str(pid_file)],
         },
-        "web": {},
+        "web": web_manifest(cfg),
     }
+
+
+def web_manifest(cfg: NodeConfig) -> dict[str, Any]:
+    """Where browsers reach the node (SIP over WebSocket) and the softphone script."""
+    out: dict[str, Any] = {}
+    if cfg.ws_port:
+        out["ws_url"] = f"ws://{cfg.sip_host}:{cfg.ws_port}"
+    if cfg.wss_port:
+        out["wss_url"] = f"wss://{cfg.sip_host}:{cfg.wss_port}"
+    if out:
+        out["softphone_js"] = str(SOFTPHONE_JS)
+    return out
 
 
 def write_manifest(path: Path, content: dict[str, Any]) -> None:
@@ -327,6 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-timeout", type=float, default=60.0)
     parser.add_argument("--api-port", type=int, default=8088,
                         help="the node's HTTP API (monitoring, voicemail, prompts) on loopback")
+    parser.add_argument("--ws-port", type=int, default=0,
+                        help="SIP over WebSocket (ws://) for browser softphones; 0 = off")
+    parser.add_argument("--wss-port", type=int, default=0,
+                        help="SIP over secure WebSocket (wss://); needs --tls-cert/--tls-key")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for wss")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for wss")
+    parser.add_argument("--rtpengine-port", type=int, default=2223,
+                        help="rtpengine's control (ng) port on loopback, with ws/wss")
+    parser.add_argument("--webrtc-rtp-range", default="30000-30999",
+                        help="LOW-HIGH rtpengine's RTP ports for browsers' calls")
     parser.add_argument("--controller", metavar="HOST:PORT",
                         help="managed by this controller's node link instead of a plan file")
     parser.add_argument("--claim", help="one-time claim code (first start only)")
@@ -337,11 +362,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="event loop (uvloop relays RTP at about half the CPU)")
     args = parser.parse_args(argv)
     low, _, high = args.rtp_range.partition("-")
+    web_low, _, web_high = args.webrtc_rtp_range.partition("-")
+    if args.wss_port and not (args.tls_cert and args.tls_key):
+        parser.error("--wss-port needs --tls-cert and --tls-key")
     overrides = {
         "sip_port": args.sip_port, "fs_port": args.fs_port, "rtp_low": int(low),
         "rtp_high": int(high), "flood_requests_per_2s": args.flood_limit,
         "record_calls": args.record, "ring_timeout": args.ring_timeout,
-        "api_port": args.api_port,
+        "api_port": args.api_port, "ws_port": args.ws_port, "wss_port": args.wss_port,
+        "tls_cert": args.tls_cert.resolve() if args.tls_cert else None,
+        "tls_key": args.tls_key.resolve() if args.tls_key else None,
+        "rtpengine_port": args.rtpengine_port, "webrtc_rtp_low": int(web_low),
+        "webrtc_rtp_high": int(web_high),
     }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.controller:

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
+from appliance.edge.rtpengine import Rtpengine, RtpengineConfig
 from appliance.ivr.plugins import PluginHost
 from appliance.ivr.prompts import PromptStore
 from appliance.ivr.runtime import IvrRuntime
@@ -51,6 +52,17 @@ class NodeConfig:
     edge_children: int = 2
     api_host: str = "127.0.0.1"
     api_port: int = 8088  # 0: no API
+    # Browsers (docs/WEBRTC.md): SIP over WebSocket on sip_host (0 = off), wss needs
+    # the PEM certificate and key; their media goes through rtpengine (ng control on
+    # loopback, its own RTP ports on webrtc_media_ip, "" = media_ip).
+    ws_port: int = 0
+    wss_port: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rtpengine_port: int = 2223
+    webrtc_rtp_low: int = 30000
+    webrtc_rtp_high: int = 30999
+    webrtc_media_ip: str = ""
 
     @property
     def cdr_path(self) -> Path:
@@ -104,8 +116,15 @@ class Node:
         self.edge = KamailioEdge(EdgeConfig(
             run_dir=cfg.run_dir / "edge", listen_ip=cfg.sip_host, sip_port=cfg.sip_port,
             fs_ip="127.0.0.1", fs_port=cfg.fs_port, children=cfg.edge_children,
-            flood_requests_per_2s=cfg.flood_requests_per_2s,
+            flood_requests_per_2s=cfg.flood_requests_per_2s, ws_port=cfg.ws_port,
+            wss_port=cfg.wss_port, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+            rtpengine_ng=("127.0.0.1", cfg.rtpengine_port),
         ))
+        self.rtpengine = Rtpengine(RtpengineConfig(
+            run_dir=cfg.run_dir / "rtpengine", media_ip=cfg.webrtc_media_ip or cfg.media_ip,
+            ng_port=cfg.rtpengine_port, port_min=cfg.webrtc_rtp_low,
+            port_max=cfg.webrtc_rtp_high,
+        )) if cfg.ws_port or cfg.wss_port else None
         self.core = B2bua(
             plan=plan, local_ip="127.0.0.1", local_port=cfg.fs_port,
             edge=(cfg.sip_host, cfg.sip_port), media_ip=cfg.media_ip,
@@ -149,6 +168,8 @@ class Node:
         self._transport = transport
         self.edge.prepare(self.plan)
         try:
+            if self.rtpengine is not None:
+                await self.rtpengine.start()
             await self.edge.start()
         except BaseException:
             await self.stop()
@@ -220,6 +241,8 @@ class Node:
             self._status_timer.cancel()
             self._status_timer = None
         await self.edge.stop()
+        if self.rtpengine is not None:
+            await self.rtpengine.stop()
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None:

@@ -4,6 +4,8 @@
 #  - creates .venv with the system Python (only when missing)
 #  - installs the project in editable mode with dev extras (only when
 #    pyproject.toml changed since the last install)
+#  - builds the browser softphone (web/softphone: npm ci + esbuild into
+#    dist/softphone.js) only when its sources or lock file changed since the last build
 #  - makes sure PostgreSQL answers on 127.0.0.1:$BRANCHLINE_PG_PORT (default 5432) for
 #    the IVR SQL tests: when nothing answers there, installs Debian's postgresql (only
 #    if missing), creates a cluster on that port if none has it and starts it; then
@@ -22,7 +24,13 @@ APT_PACKAGES=(
   kamailio kamailio-sqlite-modules kamailio-extra-modules kamailio-utils-modules
   rtpengine sip-tester baresip espeak-ng sox sqlite3 python3-venv
   chromium  # the controller's web page tests (Playwright drives it; no browser download)
+  kamailio-websocket-modules kamailio-tls-modules  # browsers: SIP over ws:// and wss://
 )
+# The softphone bundle is built with npm (web/softphone); any Node.js 18+ will do, so
+# Debian's is installed only when there is none (a NodeSource node ships its own npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  APT_PACKAGES+=(nodejs npm)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -201,6 +209,27 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
   touch "$STAMP"
 else
   say "python dependencies up to date"
+fi
+
+# ---------------------------------------------------------------- browser softphone
+# JsSIP (from npm, versions pinned by package-lock.json) bundled by esbuild into one
+# static file that pages load. npm ci runs only when the lock file is newer than the
+# installed tree (no install scripts: esbuild finds its platform binary package without
+# its postinstall); the bundle is rebuilt only when a source is newer than it.
+SOFT="$ROOT/web/softphone"
+SOFT_JS="$SOFT/dist/softphone.js"
+if [ -f "$SOFT_JS" ] && [ -z "$(find "$SOFT/package.json" "$SOFT/package-lock.json" \
+      "$SOFT/src" -newer "$SOFT_JS" -print -quit)" ]; then
+  say "softphone bundle up to date"
+else
+  command -v npm >/dev/null 2>&1 || die "npm missing: cannot build web/softphone"
+  if [ ! "$SOFT/node_modules/.package-lock.json" -nt "$SOFT/package-lock.json" ]; then
+    say "npm ci (web/softphone)"
+    (cd "$SOFT" && npm ci --ignore-scripts --no-audit --no-fund) \
+      || die "npm ci in web/softphone failed"
+  fi
+  say "building web/softphone/dist/softphone.js"
+  (cd "$SOFT" && npm run --silent build) || die "softphone build failed"
 fi
 
 say "done"

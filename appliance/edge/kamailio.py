@@ -15,23 +15,26 @@ accepted; Kamailio reads ``subscriber`` on every request, so this holds from the
 moment the plan is written, and a resumed tenant's phones register again at once.
 Registrations already held stay until they expire (the tenant's new calls get the
 suspended treatment before any of its phones would be called).
+
+With a WebSocket port (``ws_port``, ``wss_port``) the same configuration also takes
+browsers (SIP over WebSocket) and hands the media of their calls to rtpengine
+(``appliance/edge/rtpengine.py``, docs/WEBRTC.md); without one nothing of that is loaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import logging
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.edge.process import die_with_parent, terminate
 from appliance.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,18 @@ class EdgeConfig:
     flood_requests_per_2s: int = 100
     ban_seconds: int = 300
     debug: int = 1
+    # SIP over WebSocket for browsers (0 = off): plain ws:// and TLS wss:// ports on
+    # listen_ip, the PEM certificate chain and key for wss, and rtpengine's ng control
+    # address that handles the media of those calls (appliance/edge/rtpengine.py).
+    ws_port: int = 0
+    wss_port: int = 0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rtpengine_ng: tuple[str, int] = ("127.0.0.1", 2223)
+
+    @property
+    def webrtc(self) -> bool:
+        return bool(self.ws_port or self.wss_port)
 
     @property
     def db_path(self) -> Path:
@@ -127,12 +142,31 @@ def module_path() -> str:
 
 
 def render_config(cfg: EdgeConfig) -> str:
+    defines: list[str] = []
+    listen: list[str] = []
+    ws_ports: list[str] = []
+    if cfg.wss_port and (cfg.tls_cert is None or cfg.tls_key is None):
+        raise ValueError("wss needs a TLS certificate and key (tls_cert, tls_key)")
+    if cfg.webrtc:
+        defines.append("#!define WITH_WEBRTC")
+    if cfg.ws_port:
+        listen.append(f"listen=tcp:{cfg.listen_ip}:{cfg.ws_port}")
+        ws_ports.append(str(cfg.ws_port))
+    if cfg.wss_port:
+        defines.append("#!define WITH_TLS")
+        listen.append(f"listen=tls:{cfg.listen_ip}:{cfg.wss_port}")
+        ws_ports.append(str(cfg.wss_port))
     values = {
+        "defines": "\n".join(defines),
         "debug": str(cfg.debug),
         "children": str(cfg.children),
         "listen_ip": cfg.listen_ip,
         "sip_port": str(cfg.sip_port),
-        "extra_listen": "",
+        "extra_listen": "\n".join(listen),
+        "ws_port_test": " && ".join(f"$Rp != {p}" for p in ws_ports) or "1",
+        "rtpengine_ng": f"{cfg.rtpengine_ng[0]}:{cfg.rtpengine_ng[1]}",
+        "tls_cert": str(cfg.tls_cert or ""),
+        "tls_key": str(cfg.tls_key or ""),
         "module_path": module_path(),
         "run_dir": str(cfg.run_dir),
         "ctl_socket": str(cfg.ctl_socket),
@@ -203,7 +237,7 @@ class KamailioEdge:
         self.proc = await asyncio.create_subprocess_exec(
             _binary(), "-f", str(self.cfg.cfg_path), "-DD", "-E",
             "-P", str(self.cfg.run_dir / "kamailio.pid"),
-            stdout=logfile, stderr=logfile, preexec_fn=_die_with_parent,
+            stdout=logfile, stderr=logfile, preexec_fn=die_with_parent,
         )
         logfile.close()
         await self._wait_ready()
@@ -267,23 +301,7 @@ class KamailioEdge:
         return out
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it if the node process dies (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        await terminate(self.proc)
 
 
 def _binary() -> str:
