@@ -95,6 +95,8 @@ from typing import Any, Final, Protocol
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from appliance.acd.errors import AcdError
+from appliance.agents import STATES, AgentDesk
 from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import (
     LANGUAGE_RE,
@@ -152,6 +154,7 @@ class Principal:
     tenant_id: str | None
     name: str
     suspended: bool = False
+    agent: str | None = None  # an agent's desktop session: that agent only
 
 
 class ApiBackend(Protocol):
@@ -183,6 +186,9 @@ class ApiBackend(Protocol):
 
     def originate(self, tenant_id: str, number: str, flow: str, *, caller_id: str | None,
                   ring_seconds: float | None, variables: Mapping[str, str]) -> str: ...
+
+    @property
+    def agents(self) -> AgentDesk: ...
 
 
 BACKEND: Final = web.AppKey[ApiBackend]("backend")
@@ -239,7 +245,7 @@ def _authenticate(request: web.Request) -> Principal:
 async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authentication, and every failure as a JSON error."""
     try:
-        if request.match_info.route.name != "health":
+        if request.match_info.route.name not in ("health", "agent_sign_in"):
             request[PRINCIPAL] = _authenticate(request)
         response = await handler(request)
     except ApiError as exc:
@@ -600,6 +606,96 @@ async def _put_plugin(request: web.Request) -> web.Response:
     return web.json_response({"name": name}, status=201)
 
 
+# --------------------------------------------------------------------------- agents (ACD)
+def _no_agent(request: web.Request) -> None:
+    """Routes for administrators and operators, not an agent's desktop session."""
+    if request[PRINCIPAL].agent is not None:
+        raise ApiError(403, "forbidden", "an agent's session cannot do this")
+
+
+async def _agent_sign_in(request: web.Request) -> web.Response:
+    body = await _read_json_object(request)
+    domain, agent, password = (body.get(k) for k in ("domain", "agent", "password"))
+    if not (isinstance(domain, str) and isinstance(agent, str) and isinstance(password, str)
+            and domain and agent and password):
+        raise _bad('the body is {"domain", "agent", "password"}')
+    desk = request.app[BACKEND].agents
+    tenant = await asyncio.to_thread(desk.check_password, domain, agent, password)
+    token = desk.open_session(tenant, agent) if tenant is not None else None
+    if tenant is None or token is None:
+        raise ApiError(401, "unauthorized", "unknown agent or wrong password")
+    log.info("api: agent %s of %s signed in", agent, tenant)
+    return web.json_response({"token": token, "tenant": tenant, "agent": agent}, status=201)
+
+
+async def _agent_sign_out(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    if principal.agent is None:
+        raise _bad("only an agent's session signs out")
+    token = request.headers[hdrs.AUTHORIZATION].partition(" ")[2].strip()
+    request.app[BACKEND].agents.sign_out(token)
+    return web.Response(status=204)
+
+
+async def _agent_state(request: web.Request) -> web.Response:
+    principal = request[PRINCIPAL]
+    agent = request.match_info["agent"]
+    if principal.agent not in (None, agent):
+        raise _not_found(f"no agent {agent}")  # another agent: not yours to see
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    state, reason = body.get("state"), body.get("reason", "")
+    if state not in STATES or not isinstance(reason, str):
+        raise _bad(f'the body is {{"state": one of {", ".join(STATES)}, "reason": code}}')
+    try:
+        approved = request.app[BACKEND].agents.set_state(tenant, agent, state, reason)
+    except KeyError:
+        raise _not_found(f"{tenant} has no queues") from None
+    except AcdError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return web.json_response({"agent": agent, "requested": state, "approved": approved})
+
+
+async def _acd_snapshot(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    snap = request.app[BACKEND].agents.snapshot(tenant)
+    if snap is None:
+        raise _not_found(f"{tenant} has no queues")
+    return web.json_response(snap)
+
+
+async def _acd_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every ACD event of the tenant (an agent: its own and the
+    queues'), as they happen, until the client goes."""
+    principal = request[PRINCIPAL]
+    tenant = _required_tenant(request)
+    desk = request.app[BACKEND].agents
+    if desk.snapshot(tenant) is None:
+        raise _not_found(f"{tenant} has no queues")
+    response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "text/event-stream",
+                                           hdrs.CACHE_CONTROL: "no-store"})
+    await response.prepare(request)
+    sub = desk.subscribe(tenant, principal.agent)
+    try:
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                doc = await asyncio.wait_for(sub.queue.get(), 15.0)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if sub.dropped:
+                doc = {**doc, "dropped_before": sub.dropped}
+                sub.dropped = 0
+            await response.write(f"event: {doc['type']}\ndata: "
+                                 f"{json.dumps(doc, default=str)}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        desk.unsubscribe(sub)
+    return response
+
+
 # --------------------------------------------------------------------------- app
 def make_app(backend: ApiBackend) -> web.Application:
     app = web.Application(middlewares=[_edge], client_max_size=MAX_PROMPT_BYTES)
@@ -621,6 +717,11 @@ def make_app(backend: ApiBackend) -> web.Application:
     r.add_delete("/api/v1/prompts/{language}/{name}", _delete_prompt)
     r.add_get("/api/v1/plugins", _plugins)
     r.add_put("/api/v1/plugins/{name}", _put_plugin)
+    r.add_post("/api/v1/agent-sessions", _agent_sign_in, name="agent_sign_in")
+    r.add_delete("/api/v1/agent-sessions/current", _agent_sign_out)
+    r.add_put("/api/v1/agents/{agent}/state", _agent_state)
+    r.add_get("/api/v1/acd", _acd_snapshot)
+    r.add_get("/api/v1/acd/events", _acd_events)
     return app
 
 

@@ -42,8 +42,10 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
     clear: dict[str, Any] = {
         "operator_token": secrets.token_urlsafe(24),
         "tenants": {t: {"api_token": secrets.token_urlsafe(24),
-                        "mailboxes": {box: f"{secrets.randbelow(10**6):06d}" for box in boxes}}
-                    for t, boxes in (("acme", ("1001", "1002")), ("globex", ("2001",)))},
+                        "mailboxes": {box: f"{secrets.randbelow(10**6):06d}" for box in boxes},
+                        "agents": {agent: pw() for agent in agents}}
+                    for t, boxes, agents in (("acme", ("1001", "1002"), ("alice", "bob")),
+                                             ("globex", ("2001",), ()))},
     }
 
     def tenant_secrets(tenant: str) -> dict[str, Any]:
@@ -51,6 +53,9 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
         return {"api_tokens": [token_hash(own["api_token"])],
                 "mailboxes": [{"number": box, "pin": hash_secret(pin)}
                               for box, pin in own["mailboxes"].items()]}
+
+    def agent_password(tenant: str, agent: str) -> str:
+        return hash_secret(clear["tenants"][tenant]["agents"][agent])
 
     return {
         "version": 1,
@@ -71,11 +76,17 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
                     {"number": "+862088880099", "target": "echo"},
                     {"number": "+862088880077", "target": "flow:acme-main"},
                     {"number": "+862088880078", "target": "flow:sys-voicemail"},
+                    {"number": "+862088880088", "target": "queue:sales"},
                 ],
                 "hunt_groups": [{"number": "600", "members": ["1001", "1002"]}],
-                "agents": [{"id": "alice", "extension": "1001", "name": "Acme Alice"},
-                           {"id": "bob", "extension": "1002", "name": "Acme Bob"}],
-                "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 15}],
+                "agents": [{"id": "alice", "extension": "1001", "name": "Acme Alice",
+                            "skills": {"sales": 5}, "password": agent_password("acme", "alice")},
+                           {"id": "bob", "extension": "1002", "name": "Acme Bob",
+                            "skills": {"sales": 3}, "password": agent_password("acme", "bob")}],
+                "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 15,
+                            "strategy": "best_skill", "max_wait": 120,
+                            "announce_position_every": 30}],
+                "acd": {"max_on_break": 1, "not_ready_reasons": ["lunch", "training"]},
                 "announcements": [
                     {"number": "700", "text": "Welcome to Acme.", "voice": "en-us"}
                 ],
@@ -159,6 +170,12 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
                                    "mailboxes", {}).get(m.number)) else {})}
                               for m in t.mailboxes],
                 **({"api_token": own[t.id]["api_token"]} if t.id in own else {}),
+                "queues": [{"name": q.name, **({"did": did} if (did := next(
+                    (d.number for d in t.dids if d.target == f"queue:{q.name}"), None)) else {})}
+                    for q in t.queues],
+                "agents": [{"id": a.id, "extension": a.extension,
+                            **({"password": pw} if (pw := own.get(t.id, {}).get(
+                                "agents", {}).get(a.id)) else {})} for a in t.agents],
             }
             for t in plan.tenants
         ],

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.agents import AgentDesk
 from appliance.api import Principal, start_api
 from appliance.cdr import CdrWriter
 from appliance.edge.kamailio import EdgeConfig, KamailioEdge
@@ -29,7 +30,14 @@ from appliance.ivr.runtime import IvrRuntime
 from appliance.ivr.voicemail import VoicemailStore
 from appliance.media.plane import MediaPlane
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import B2bua, CaptureAudio, RunIvrAction, TraceEvent, WriteCdr
+from appliance.pbx.b2bua import (
+    AcdNotice,
+    B2bua,
+    CaptureAudio,
+    RunIvrAction,
+    TraceEvent,
+    WriteCdr,
+)
 from appliance.plan import Limits, Plan, token_hash
 from appliance.storage import MB, used_bytes
 
@@ -141,6 +149,8 @@ class Node:
         self._trace_fh: TextIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: Any = None  # aiohttp AppRunner
+        self.agents = AgentDesk(self.core, lambda: self.plan, self._flush,
+                                cfg.run_dir / "acd-events.jsonl")
         self._started = 0.0  # time.monotonic() when up
         self._registered = 0
         self._storage_used: dict[str, int] = {}
@@ -186,7 +196,7 @@ class Node:
         """Apply a new plan: the edge reloads its tables, new calls use the new routes."""
         await self.edge.reload(plan)
         self.plan = plan
-        self.core.set_plan(plan)
+        self.core.set_plan(plan, time.monotonic())
 
     def status_doc(self) -> dict[str, Any]:
         """What the NOC and tenants see as live use of this node: calls, IVR ports busy
@@ -259,6 +269,7 @@ class Node:
         if self.cdrs is not None:
             self.cdrs.close()
             self.cdrs = None
+        self.agents.close()
         if self._trace_fh is not None:
             self._trace_fh.close()
             self._trace_fh = None
@@ -295,6 +306,10 @@ class Node:
         hashed = token_hash(token)
         if hashed in self.plan.api_tokens:
             return Principal(None, "operator")
+        session = self.agents.session(token)
+        if session is not None:
+            return Principal(session.tenant_id, f"agent {session.agent_id}",
+                             agent=session.agent_id)
         for tenant in self.plan.tenants:
             if hashed in tenant.api_tokens:
                 return Principal(tenant.id, f"{tenant.id} admin", suspended=tenant.suspended)
@@ -421,6 +436,8 @@ class Node:
                     self.cdrs.write(cmd.cdr)
             elif isinstance(cmd, TraceEvent):
                 self._write_trace(cmd)
+            elif isinstance(cmd, AcdNotice):
+                self.agents.publish(cmd.event)
             elif isinstance(cmd, RunIvrAction):
                 self._run_action(cmd)
             elif self.media is not None:

@@ -29,12 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from appliance.acd.errors import AcdConfigError
+from appliance.acd.model import AgentConfig, OverflowRule, QueueConfig, TenantAcdConfig
 from appliance.ids import DOMAIN_RE, EXTENSION_RE, ID_RE, NUMBER_RE
 from appliance.ivr.flow import Flow, FlowError, flow_from_dict, subflow_names
 from appliance.ivr.system import SYSTEM_FLOWS
 from appliance.passwords import is_hash
 
-TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow", "none"]
+TargetKind = Literal["extension", "hunt_group", "announcement", "echo", "trunk", "flow",
+                     "queue", "none"]
 
 _ID_RE = ID_RE
 _PREFIX_RE = re.compile(r"^[0-9+*#]{1,10}$")
@@ -94,22 +97,30 @@ class Mailbox:
 
 @dataclass(frozen=True)
 class Agent:
-    """A contact-centre agent of the tenant, reached at an extension (the ACD, later,
-    adds states and skills; a flow already transfers to an agent id)."""
+    """A contact-centre agent of the tenant, reached at an extension, with skills
+    (``{name: 1-10}``) and a desktop password (a hash, ``python -m appliance.ivr pin``;
+    "" : no desktop login)."""
 
     id: str
     extension: str
     name: str = ""
+    skills: Mapping[str, int] = field(default_factory=dict)
+    password: str = field(default="", repr=False)
+    auto_answer: bool = False
+    break_group: str = ""
 
 
 @dataclass(frozen=True)
 class Queue:
-    """A queue of agents a flow can transfer to. Until the ACD (issue 5) owns queues
-    they ring their agents in order, ``ring_seconds`` each, like a hunt group."""
+    """A queue of agents a flow can transfer to; ``acd`` is its ACD configuration
+    (strategy, priority, wrap-up, limits, overflow...: appliance/acd/model.py) and
+    ``skills`` what its contacts require (``{skill: minimum level}``)."""
 
     name: str
     agents: tuple[str, ...]
     ring_seconds: float = 15.0
+    acd: QueueConfig | None = None
+    skills: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,7 @@ class Tenant:
     limits: Limits = Limits()
     agents: tuple[Agent, ...] = ()
     queues: tuple[Queue, ...] = ()
+    acd: TenantAcdConfig | None = None  # None: no queues
     status: TenantStatus = "active"
     treatments: Treatments = Treatments()
 
@@ -335,6 +347,8 @@ class Plan:
             queue = next((q for q in tenant.queues if q.name == target), None)
             if queue is None:
                 return Route(tenant.id, "none", reason=f"no queue {target}")
+            if tenant.acd is not None:  # the ACD picks the agent
+                return Route(tenant.id, "queue", target=queue.name)
             members = tuple(a.extension for name in queue.agents for a in tenant.agents
                             if a.id == name)
             return Route(tenant.id, "hunt_group", target=f"queue:{queue.name}",
@@ -354,6 +368,9 @@ class Plan:
             return Route(tenant.id, "echo", target="echo")
         if target.startswith("flow:") and target[5:] in tenant.flows:
             return Route(tenant.id, "flow", target=target[5:], flow=tenant.flows[target[5:]])
+        if target.startswith("queue:") and tenant.acd is not None and any(
+                q.name == target[6:] for q in tenant.queues):
+            return Route(tenant.id, "queue", target=target[6:])
         return Route(tenant.id, "none", reason=f"number {dialled} has no valid target")
 
     # -- parsing -----------------------------------------------------------
@@ -433,10 +450,18 @@ class Plan:
                     "actions": {"databases": dict(t.databases), "hosts": list(t.action_hosts)},
                     "api_tokens": list(t.api_tokens),
                     "limits": t.limits.to_dict(),
-                    "agents": [{"id": a.id, "extension": a.extension, "name": a.name}
+                    "agents": [{"id": a.id, "extension": a.extension, "name": a.name,
+                                "skills": dict(a.skills), "password": a.password,
+                                "auto_answer": a.auto_answer, "break_group": a.break_group}
                                for a in t.agents],
                     "queues": [{"name": q.name, "agents": list(q.agents),
-                                "ring_seconds": q.ring_seconds} for q in t.queues],
+                                "ring_seconds": q.ring_seconds, "skills": dict(q.skills),
+                                **_queue_doc(q)} for q in t.queues],
+                    **({"acd": {"max_on_break": t.acd.max_on_break,
+                                "break_groups": dict(t.acd.break_groups),
+                                "not_ready_reasons": list(t.acd.not_ready_reasons),
+                                "night_hours": list(t.acd.night_hours)
+                                if t.acd.night_hours else None}} if t.acd else {}),
                 }
                 for t in self.tenants
             ],
@@ -597,7 +622,13 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         ext = _str(a, "extension", p)
         if ext not in {e.number for e in exts}:
             raise PlanError(f"{p}.extension", f"{ext!r} is not an extension of {tid}")
-        agents.append(Agent(_str(a, "id", p, _AGENT_RE), ext, str(a.get("name", ""))))
+        password = a.get("password", "")
+        if not isinstance(password, str) or (password and not is_hash(password)):
+            raise PlanError(f"{p}.password", "must be a hash (python -m appliance.ivr pin)")
+        agents.append(Agent(_str(a, "id", p, _AGENT_RE), ext, str(a.get("name", "")),
+                            skills=_mapping(a, "skills", p), password=password,
+                            auto_answer=a.get("auto_answer", False) is True,
+                            break_group=_opt_str(a, "break_group", p)))
     _unique(f"{path}.agents", [a.id for a in agents])
     queues = []
     for i, q in enumerate(_list(doc, "queues", path)):
@@ -609,8 +640,11 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         ring = q.get("ring_seconds", 15.0)
         if isinstance(ring, bool) or not isinstance(ring, int | float) or not 1 <= ring <= 300:
             raise PlanError(f"{p}.ring_seconds", "must be between 1 and 300")
-        queues.append(Queue(_str(q, "name", p, _ID_RE), tuple(members), float(ring)))
+        queues.append(Queue(_str(q, "name", p, _ID_RE), tuple(members), float(ring),
+                            acd=_queue_config(q, p, float(ring)),
+                            skills=_mapping(q, "skills", p)))
     _unique(f"{path}.queues", [q.name for q in queues])
+    acd = _acd_config(tid, doc, path, agents, queues)
     actions = doc.get("actions", {})
     if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
@@ -630,6 +664,9 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         if target.startswith("flow:"):
             if target[5:] not in flows:
                 raise PlanError(f"{p}.target", f"{target!r}: {tid} has no such flow")
+        elif target.startswith("queue:"):
+            if target[6:] not in {q.name for q in queues}:
+                raise PlanError(f"{p}.target", f"{target!r}: {tid} has no such queue")
         elif target not in local and target not in SERVICES:
             raise PlanError(f"{p}.target", f"{target!r} is not a number or service of {tid}")
         dids.append(Did(_str(d, "number", p, NUMBER_RE), target))
@@ -652,6 +689,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
         api_tokens=_token_hashes(doc, path), limits=limits,
         agents=tuple(agents), queues=tuple(queues), status=status, treatments=treatments,
+        acd=acd,
     )
 
 
@@ -693,3 +731,86 @@ def _treatment(doc: Any, path: str, default: Treatment) -> Treatment:
             raise PlanError(f"{path}.voice", f"must be one of {', '.join(VOICES)}")
         return Treatment(announcement=text, voice=voice)
     raise PlanError(path, '{"reject": <SIP code>} or {"announcement": <text>, "voice": ...}')
+
+
+# -- the ACD's configuration -------------------------------------------------------
+# plan keys of a queue beyond name, agents, ring_seconds and skills: QueueConfig fields
+_QUEUE_KEYS = ("priority", "strategy", "wrap_up", "service_level_target",
+               "service_level_share", "sl_abandoned", "short_abandon", "max_length",
+               "max_length_route", "max_wait", "max_wait_route",
+               "announce_position_every", "callback_allowed", "callback_attempts",
+               "callback_retry_delay", "callback_timeout", "match_language",
+               "announce_agent", "initial_aht")
+_ACD_KEYS = ("max_on_break", "break_groups", "not_ready_reasons", "night_hours")
+
+
+def _opt_str(doc: dict[str, Any], key: str, path: str) -> str:
+    value = doc.get(key, "")
+    if not isinstance(value, str):
+        raise PlanError(f"{path}.{key}", "must be a string")
+    return value
+
+
+def _mapping(doc: Any, key: str, path: str) -> dict[str, Any]:
+    value = doc.get(key, {}) if isinstance(doc, dict) else None
+    if not isinstance(value, dict):
+        raise PlanError(f"{path}.{key}", "must be a mapping")
+    return dict(value)
+
+
+def _queue_config(doc: dict[str, Any], path: str, ring: float) -> QueueConfig:
+    unknown = set(doc) - {"name", "agents", "ring_seconds", "skills", "overflow",
+                          *_QUEUE_KEYS}
+    if unknown:
+        raise PlanError(path, f"unknown keys: {', '.join(sorted(unknown))}")
+    rules = []
+    for j, r in enumerate(_list(doc, "overflow", path)):
+        if not isinstance(r, dict) or not set(r) <= {"after", "also_match",
+                                                     "lower_levels_by", "to_queue"}:
+            raise PlanError(f"{path}.overflow[{j}]",
+                            "a mapping of after, also_match, lower_levels_by, to_queue")
+        rules.append(OverflowRule(**r))
+    return QueueConfig(name=doc.get("name", ""), ring_timeout=ring, overflow=tuple(rules),
+                       **{k: doc[k] for k in _QUEUE_KEYS if k in doc})
+
+
+def _queue_doc(q: Queue) -> dict[str, Any]:
+    if q.acd is None:
+        return {}
+    doc: dict[str, Any] = {k: getattr(q.acd, k) for k in _QUEUE_KEYS}
+    doc["overflow"] = [{k: (dict(v) if isinstance(v, Mapping) else v)
+                        for k, v in vars(r).items()} for r in q.acd.overflow]
+    return doc
+
+
+def _acd_config(tid: str, doc: Any, path: str, agents: list[Agent],
+                queues: list[Queue]) -> TenantAcdConfig | None:
+    """The tenant's ACD configuration, checked by the ACD's own rules (errors name the
+    plan path)."""
+    settings = _mapping(doc, "acd", path)
+    if not set(settings) <= set(_ACD_KEYS):
+        raise PlanError(f"{path}.acd", f"a mapping with some of {', '.join(_ACD_KEYS)}")
+    if not queues:
+        return None
+    serves = {a.id: tuple(q.name for q in queues if a.id in q.agents) for a in agents}
+    night = settings.get("night_hours")
+    config = TenantAcdConfig(
+        tenant_id=tid,
+        queues=tuple(q.acd for q in queues if q.acd is not None),
+        agents=tuple(AgentConfig(id=a.id, skills=a.skills, queues=serves[a.id],
+                                 break_group=a.break_group, auto_answer=a.auto_answer)
+                     for a in agents),
+        max_on_break=settings.get("max_on_break", 1),
+        break_groups=dict(settings.get("break_groups", {})),
+        not_ready_reasons=tuple(settings.get("not_ready_reasons", ())),
+        night_hours=tuple(night) if isinstance(night, list) else night,
+    )
+    try:
+        config.validate()
+    except AcdConfigError as exc:
+        # the ACD's queues[i] and agents[i] are the plan's, in the same order
+        prefix = f"{path}." if exc.path.startswith(("queues", "agents")) else f"{path}.acd."
+        raise PlanError(prefix + exc.path, exc.message.split(": ", 1)[-1]) from None
+    except (TypeError, ValueError) as exc:
+        raise PlanError(f"{path}.queues", str(exc)) from None
+    return config

@@ -16,6 +16,8 @@ Prints the tables, writes ``run/bench/results.json`` and the results section of
 ``bench/ivr.py``), with its own section of ``docs/BENCHMARKS.md``.
 ``--planpush``: instead, the node link benchmark (a plan change reaching 100 nodes over
 QUIC, against 1 node, see ``bench/planpush.py``); it prints its results.
+``--acd``: instead, the ACD routing benchmark (routing decision latency at 1,000 and
+20,000 waiting callers with 5,000 agents, against 50 agents, see ``bench/acd.py``).
 Everything runs on 127.0.0.0/8, bounded in calls and time.
 """
 
@@ -72,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="simulated nodes of --planpush (--quick: 10)")
     p.add_argument("--planpush-rounds", type=int, default=20,
                    help="plan changes of --planpush (--quick: 3)")
+    p.add_argument("--acd", action="store_true",
+                   help="run the ACD routing latency benchmark (bench/acd.py) instead")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -107,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                              ["--nodes", str(args.planpush_nodes),
                               "--rounds", str(args.planpush_rounds),
                               "--json", str(args.workdir / "planpush.json")])
+    if args.acd:
+        from bench import acd
+        return acd.main(["--quick"] if args.quick else
+                        ["--json", str(args.workdir / "acd.json")])
     if args.ivr:
         from bench import ivr
         return ivr.run(args, args.workdir, None if args.no_write else args.doc)

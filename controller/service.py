@@ -78,9 +78,10 @@ TREATMENTS = ("suspended", "over_quota")
 REJECT_CODES = (403, 480, 486, 503)
 # plan sections a tenant administrator edits as documents (validated by the node's
 # plan parser): hunt groups, announcements, outbound routes, mailboxes, agents, queues,
-# data actions (databases, hosts), node API token hashes
+# data actions (databases, hosts), node API token hashes, ACD settings (breaks, reasons,
+# night hours)
 SECTIONS = ("hunt_groups", "announcements", "outbound", "mailboxes", "agents", "queues",
-            "actions", "api_tokens")
+            "actions", "api_tokens", "acd")
 RETENTION_DAYS = 30
 
 
@@ -773,7 +774,7 @@ def get_section(s: Session, actor: Actor, section: str) -> Any:
     if section not in SECTIONS:
         raise NotFound(f"no plan section {section}")
     tenant = get_tenant(s, actor, _tenant_scope(actor, None))
-    return (tenant.sections or {}).get(section, {} if section == "actions" else [])
+    return (tenant.sections or {}).get(section, {} if section in ("actions", "acd") else [])
 
 
 def put_section(s: Session, actor: Actor, section: str, value: Any,

@@ -120,6 +120,60 @@ def test_trunk_translation_rules_turn_carrier_formats_into_dids() -> None:
     assert Plan.from_dict(p.to_dict()) == p
 
 
+def _with_queues(doc: dict[str, Any]) -> dict[str, Any]:
+    acme = doc["tenants"][0]
+    acme["agents"] = [{"id": "alice", "extension": "1001", "skills": {"sales": 5, "lang:yue": 3},
+                       "auto_answer": True},
+                      {"id": "bob", "extension": "1002", "break_group": "day"}]
+    acme["queues"] = [
+        {"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 12,
+         "strategy": "best_skill", "priority": 2, "wrap_up": None, "skills": {"sales": 3},
+         "max_wait": 600, "max_wait_route": "voicemail",
+         "overflow": [{"after": 60, "to_queue": "support"}]},
+        {"name": "support", "agents": ["bob"]},
+    ]
+    acme["acd"] = {"max_on_break": 2, "break_groups": {"day": 1},
+                   "not_ready_reasons": ["lunch", "training"], "night_hours": ["22:00", "07:00"]}
+    return doc
+
+
+def test_queues_and_agents_give_the_tenant_its_acd_configuration() -> None:
+    p = Plan.from_dict(_with_queues(copy.deepcopy(DOC)))
+    acme = p.tenant("acme")
+    assert acme is not None and acme.acd is not None
+    sales = acme.acd.queues[0]
+    assert (sales.name, sales.strategy, sales.priority, sales.ring_timeout, sales.wrap_up) == (
+        "sales", "best_skill", 2, 12.0, None)
+    assert sales.overflow[0].to_queue == "support" and acme.queues[0].skills == {"sales": 3}
+    alice, bob = acme.acd.agents
+    assert alice.queues == ("sales",) and bob.queues == ("sales", "support")
+    assert alice.auto_answer and dict(alice.skills) == {"sales": 5, "lang:yue": 3}
+    assert acme.acd.night_hours == ("22:00", "07:00") and acme.acd.break_groups == {"day": 1}
+    assert p.tenant("globex").acd is None  # type: ignore[union-attr]
+    assert Plan.from_dict(p.to_dict()) == p
+
+
+@pytest.mark.parametrize(("mutate", "path"), [
+    (lambda q, a, s: q[0].update(strategy="random"), "tenants[0].queues[0].strategy"),
+    (lambda q, a, s: q[0].update(colour="red"), "tenants[0].queues[0]"),
+    (lambda q, a, s: q[0]["overflow"][0].update(to_queue="nowhere"),
+     "tenants[0].queues[0].overflow[0].to_queue"),
+    (lambda q, a, s: a[0].update(skills={"sales": 11}), "tenants[0].agents[0].skills.sales"),
+    (lambda q, a, s: a[0].update(password="plain"), "tenants[0].agents[0].password"),
+    (lambda q, a, s: a[1].update(break_group="night"), "tenants[0].agents[1].break_group"),
+    (lambda q, a, s: s.update(not_ready_reasons=["no_answer"]),
+     "tenants[0].acd.not_ready_reasons[0]"),
+    (lambda q, a, s: s.update(night_hours=["25:00", "07:00"]), "tenants[0].acd.night_hours[0]"),
+])
+def test_bad_acd_configuration_is_refused_with_the_plan_path(mutate: Any, path: str) -> None:
+    doc = _with_queues(copy.deepcopy(DOC))
+    acme = doc["tenants"][0]
+    mutate(acme["queues"], acme["agents"], acme["acd"])
+    with pytest.raises(PlanError) as err:
+        Plan.from_dict(doc)
+    assert err.value.path == path
+
+
 def test_extension_routes_stay_in_tenant() -> None:
     p = plan()
     acme = Origin("extension", tenant_id="acme", extension="1001")

@@ -36,6 +36,16 @@ PURE_MODULES = [
     "appliance/passwords.py",
     "appliance/ids.py",
     "appliance/link/protocol.py",
+    "appliance/acd/__init__.py",
+    "appliance/acd/commands.py",
+    "appliance/acd/core.py",
+    "appliance/acd/errors.py",
+    "appliance/acd/events.py",
+    "appliance/acd/heap.py",
+    "appliance/acd/line.py",
+    "appliance/acd/model.py",
+    "appliance/acd/states.py",
+    "appliance/acd/stats.py",
 ]
 
 FORBIDDEN_MODULES = (

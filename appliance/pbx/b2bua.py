@@ -54,6 +54,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode
 
+from appliance.acd.commands import Announce, CancelCallback, CancelOffer, ExitQueue, Offer
+from appliance.acd.commands import Command as AcdCommand
+from appliance.acd.core import Acd
+from appliance.acd.errors import AcdError
+from appliance.acd.events import AcdEvent
 from appliance.ivr.flow import Flow
 from appliance.ivr.interpreter import (
     HangupCall,
@@ -190,6 +195,14 @@ class SendDtmf:
 
 
 @dataclass(frozen=True)
+class AcdNotice:
+    """An ACD event (agent or queue change) for the node to publish to desktops and
+    wallboards of its tenant."""
+
+    event: AcdEvent
+
+
+@dataclass(frozen=True)
 class CloseMedia:
     leg: str
     port: int
@@ -213,7 +226,7 @@ class TraceEvent:
 Command = (
     OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayPrompts
     | StopPlayback | RunIvrAction | CaptureAudio | StopCaptureAudio
-    | SendDtmf | CloseMedia | WriteCdr | TraceEvent
+    | SendDtmf | CloseMedia | WriteCdr | TraceEvent | AcdNotice
 )
 
 _DISPOSITIONS = {
@@ -269,6 +282,9 @@ class Leg:
     retransmit_interval: float = 0.5  # A leg: RFC 3261 13.3.1.4 2xx retransmission
     on_answer: tuple[Flow, Mapping[str, Any]] | None = None  # originated: flow to run
     trunk: bool = False  # the far end is a carrier trunk (a PSTN leg)
+    queue: str | None = None  # A leg waiting in this ACD queue (hold prompt looping)
+    offer: tuple[str, str] | None = None  # B leg ringing an agent: (contact, agent)
+    offer_cancelled: bool = False  # the ACD ended that offer (we sent CANCEL)
 
 
 @dataclass(eq=False)
@@ -295,6 +311,9 @@ class Call:
         return not self.treatment and any(leg.trunk and leg.state != "ended"
                                           for leg in self.legs)
 
+
+# the phone's own ring timer stays behind the ACD's, which ends offers (CancelOffer)
+OFFER_GRACE = 5.0
 
 # --------------------------------------------------------------------------- core
 
@@ -338,6 +357,8 @@ class B2bua:
         self._seq = itertools.count()
         self.calls: dict[str, Call] = {}
         self.errors: list[Exception] = []  # our own bugs met while serving; the edge logs them
+        self.acd: dict[str, Acd] = {}  # per tenant with queues (appliance/acd)
+        self._sync_acd(plan, 0.0)
 
     # ----------------------------------------------------------------- outputs
 
@@ -349,11 +370,11 @@ class B2bua:
         return out
 
     def next_deadline(self) -> float | None:
-        own = self._timers[0][0] if self._timers else None
-        theirs = self.layer.next_deadline()
-        if own is None:
-            return theirs
-        return own if theirs is None else min(own, theirs)
+        deadlines = [d for d in (self._timers[0][0] if self._timers else None,
+                                 self.layer.next_deadline(),
+                                 *(acd.next_deadline() for acd in self.acd.values()))
+                     if d is not None]
+        return min(deadlines) if deadlines else None
 
     @property
     def active_calls(self) -> int:
@@ -398,15 +419,43 @@ class B2bua:
 
     # ----------------------------------------------------------------- inputs
 
-    def set_plan(self, plan: Plan) -> None:
-        """A new plan applies to new calls; calls in progress keep their legs."""
+    def set_plan(self, plan: Plan, now: float = 0.0) -> None:
+        """A new plan applies to new calls; calls in progress keep their legs. A
+        tenant's ACD keeps its agents and waiting callers while its configuration is
+        unchanged; a changed one starts afresh (agents log in again)."""
         self.plan = plan
+        self._sync_acd(plan, now)
+
+    def _sync_acd(self, plan: Plan, now: float) -> None:
+        kept: dict[str, Acd] = {}
+        for tenant in plan.tenants:
+            if tenant.acd is None:
+                continue
+            old = self.acd.get(tenant.id)
+            kept[tenant.id] = old if old is not None and old.config == tenant.acd \
+                else Acd(tenant.acd, now)
+        self.acd = kept
+
+    def agent_action(self, tenant_id: str, action: Callable[[Acd], Any], now: float) -> Any:
+        """Run ``action`` on the tenant's ACD (an agent's login, state change, break...)
+        and carry out what it decided; ACD errors propagate (nothing changed)."""
+        acd = self.acd.get(tenant_id)
+        if acd is None:
+            raise KeyError(tenant_id)
+        try:
+            return action(acd)
+        finally:
+            self._run_acd(now)
 
     def receive(self, data: bytes, addr: Addr, now: float) -> None:
         self.layer.receive(data, addr, now)
         self._drain(now)
 
     def tick(self, now: float) -> None:
+        for acd in self.acd.values():
+            deadline = acd.next_deadline()
+            if deadline is not None and deadline <= now:
+                acd.tick(now)
         self.layer.tick(now)
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, leg_id = heapq.heappop(self._timers)
@@ -486,6 +535,9 @@ class B2bua:
 
     def playback_finished(self, leg_id: str, now: float) -> None:
         leg = self._legs.get(leg_id)
+        if leg is not None and leg.queue is not None and leg.state == "up":
+            self._hold_prompt(leg)  # the caller waits on: the hold prompt again
+            return
         if leg is not None and leg.ivr is not None:
             leg.ivr.prompt_done(now)
             self._drive_ivr(leg, now)
@@ -498,6 +550,7 @@ class B2bua:
 
     def _drain(self, now: float) -> None:
         while True:
+            self._run_acd(now)
             events = self.layer.events()
             if not events:
                 return
@@ -661,6 +714,11 @@ class B2bua:
             self._drive_ivr(a, now)
         elif route.kind == "hunt_group":
             self._place_b(call, a, route, route.members[0], now, rest=route.members[1:])
+        elif route.kind == "queue":
+            self._answer_a(a, now)
+            if not self._enqueue(a, route.target, now):
+                call.hangup_side = "node"
+                self._hang_up(a, now)
         else:
             self._place_b(call, a, route, route.target, now)
 
@@ -928,6 +986,13 @@ class B2bua:
         with its data."""
         call = leg.call
         route = self.plan.transfer_route(call.tenant_id or "", cmd.kind, cmd.target)
+        if route.kind == "queue":
+            call.destination = _destination(route)
+            call.data.update(cmd.data)
+            if not self._enqueue(leg, route.target, now) and leg.ivr is not None:
+                leg.ivr.transfer_failed(503, now)
+                self._drive_ivr(leg, now)
+            return
         if route.kind not in ("extension", "hunt_group", "trunk") or (
                 route.kind == "hunt_group" and not route.members):
             self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
@@ -952,6 +1017,163 @@ class B2bua:
         self._place_b(call, leg, route, members[0], now, rest=members[1:],
                       data=dict(call.data), caller_id=cmd.caller_id,
                       ring_seconds=cmd.ring_seconds)
+
+    # ----------------------------------------------------------------- queues (ACD)
+
+    def _enqueue(self, a: Leg, queue: str, now: float) -> bool:
+        """The caller on ``a`` (answered) waits in the tenant's ACD queue, hearing the
+        hold prompt, until an agent answers or the queue lets it go."""
+        call = a.call
+        acd = self.acd.get(call.tenant_id or "")
+        tenant = self.plan.tenant(call.tenant_id or "")
+        spec = next((q for q in tenant.queues if q.name == queue), None) if tenant else None
+        if acd is None or spec is None:
+            self._trace(call, "queue_failed", queue=queue, reason="no such queue")
+            return False
+        try:
+            acd.enqueue(call.id, queue, now, skills=spec.skills,
+                        language=call.data.get("language", ""), data=dict(call.data))
+        except AcdError as exc:
+            self._trace(call, "queue_failed", queue=queue, reason=exc.message)
+            return False
+        a.queue = queue
+        self._trace(call, "queued", queue=queue)
+        self._hold_prompt(a)
+        return True
+
+    def _hold_prompt(self, a: Leg) -> None:
+        self._commands.append(PlayPrompts(a.id, a.call.tenant_id, (
+            {"tts": "Please hold. The next available agent will answer your call."},),
+            "en-us"))
+
+    def _run_acd(self, now: float) -> None:
+        """Carry out what the tenants' ACDs decided, and pass their events on."""
+        for acd in list(self.acd.values()):
+            while True:
+                commands, events = acd.commands(), acd.events()
+                self._commands.extend(AcdNotice(ev) for ev in events)
+                if not commands:
+                    break
+                for cmd in commands:
+                    try:
+                        self._acd_command(acd, cmd, now)
+                    except AcdError as exc:  # a race the core refused: it changed nothing
+                        self.errors.append(exc)
+
+    def _acd_command(self, acd: Acd, cmd: AcdCommand, now: float) -> None:
+        call = self.calls.get(cmd.contact)
+        a = next((x for x in call.legs if x.role == "a" and x.state == "up"), None) \
+            if call is not None else None
+        if isinstance(cmd, Offer):
+            tenant = self.plan.tenant(cmd.tenant_id)
+            agent = next((x for x in tenant.agents if x.id == cmd.agent), None) \
+                if tenant else None
+            if call is None or a is None:  # the caller is gone meanwhile
+                acd.abandon(cmd.contact, now)
+                return
+            if agent is None or tenant is None:  # the agent cannot be rung
+                acd.no_answer(cmd.contact, cmd.agent, now)
+                return
+            data = {**call.data, "queue": cmd.queue, "agent": cmd.agent,
+                    **({"language": cmd.language} if cmd.language else {})}
+            self._trace(call, "offered", agent=cmd.agent, queue=cmd.queue)
+            b = self._place_b(call, a, Route(tenant.id, "extension", target=agent.extension),
+                              agent.extension, now, data=data,
+                              ring_seconds=cmd.timeout + OFFER_GRACE)
+            if b is None:
+                return
+            b.offer = (cmd.contact, cmd.agent)
+        elif isinstance(cmd, CancelOffer):
+            for b in list(call.legs if call is not None else ()):
+                if b.offer == (cmd.contact, cmd.agent) and b.state in ("calling", "ringing"):
+                    b.offer_cancelled = True
+                    self._trace(b.call, "offer_cancelled", agent=cmd.agent, reason=cmd.reason)
+                    if b.client_key is not None:
+                        try:
+                            self.layer.cancel(b.client_key, now)
+                        except SipError:
+                            pass
+        elif isinstance(cmd, Announce) and a is not None and a.queue is not None:
+            prompts: list[Mapping[str, Any]] = [
+                {"tts": f"You are number {cmd.position} in line."}]
+            if cmd.ewt_seconds is not None:
+                minutes = max(1, round(cmd.ewt_seconds / 60))
+                prompts.append({"tts": f"Your expected wait is about {minutes} "
+                                f"minute{'s' if minutes > 1 else ''}."})
+            self._commands.append(StopPlayback(a.id))
+            self._commands.append(PlayPrompts(a.id, a.call.tenant_id, tuple(prompts),
+                                              "en-us"))
+        elif isinstance(cmd, ExitQueue) and a is not None and call is not None:
+            a.queue = None
+            self._commands.append(StopPlayback(a.id))
+            self._trace(call, "queue_exit", queue=cmd.queue, reason=cmd.reason)
+            if a.ivr is not None and a.ivr.mode == "transferring":
+                a.peer = None
+                a.ivr.transfer_failed(408, now)  # the flow's on_failure takes the caller
+                self._drive_ivr(a, now)
+            else:
+                call.hangup_side = "node"
+                self._hang_up(a, now)
+        elif isinstance(cmd, CancelCallback):
+            pass  # callbacks are not placed by this node yet (none is ever started)
+        elif not isinstance(cmd, Announce | ExitQueue):  # PlaceCallback
+            self._trace_acd(cmd.contact, "callback_unsupported")
+            acd.callback_failed(cmd.contact, now)
+
+    def _trace_acd(self, contact: str, kind: str) -> None:
+        call = self.calls.get(contact)
+        if call is not None:
+            self._trace(call, kind)
+
+    def _offer_answered(self, b: Leg, a: Leg, now: float) -> bool:
+        """The agent answered an offer: the caller leaves the queue for the agent
+        (False: the offer had already ended, the agent's leg is released)."""
+        assert b.offer is not None
+        contact, agent = b.offer
+        acd = self.acd.get(b.call.tenant_id or "")
+        if b.offer_cancelled or acd is None or a.queue is None:
+            self._send_bye(b, now)
+            return False
+        try:
+            acd.answered(contact, agent, now)
+        except AcdError as exc:
+            self.errors.append(exc)
+            self._send_bye(b, now)
+            return False
+        a.queue, a.peer = None, b
+        self._commands.append(StopPlayback(a.id))
+        self._trace(a.call, "agent_answered", agent=agent)
+        return True
+
+    def _offer_failed(self, b: Leg, status: int, now: float) -> None:
+        """The agent's phone did not take the offer: the ACD decides what next (the
+        caller stays in the queue at its place)."""
+        assert b.offer is not None
+        contact, agent = b.offer
+        a = b.peer
+        self._end_leg(b, now)
+        if a is not None and a.peer is b:
+            a.peer = None
+        acd = self.acd.get(b.call.tenant_id or "")
+        if b.offer_cancelled or acd is None or acd.contact(contact) is None:
+            return
+        self._trace(b.call, "offer_failed", agent=agent, status=str(status))
+        if status in (486, 600, 603):
+            acd.declined(contact, agent, now)
+        else:
+            acd.no_answer(contact, agent, now)
+
+    def _leave_acd(self, call: Call, now: float) -> None:
+        """A call that was a contact of the ACD ended: answered ones end (the agent
+        goes to after-call work), waiting ones are abandoned."""
+        acd = self.acd.get(call.tenant_id or "")
+        view = acd.contact(call.id) if acd is not None else None
+        if acd is None or view is None:
+            return
+        if view.agent is not None:
+            acd.ended(call.id, now)
+        else:
+            acd.abandon(call.id, now)
 
     # ----------------------------------------------------------------- B legs
 
@@ -1077,6 +1299,9 @@ class B2bua:
             return
         # final failure
         self._leg_by_client.pop(b.client_key or "", None)
+        if b.offer is not None:
+            self._offer_failed(b, status, now)
+            return
         if b.on_answer is not None:  # an outbound call of the node: nobody else to tell
             b.call.status = b.call.status or status
             self._trace(b.call, "originate_failed", status=str(status))
@@ -1145,6 +1370,8 @@ class B2bua:
             self._drive_ivr(b, now)
             return
         assert a is not None
+        if b.offer is not None and not self._offer_answered(b, a, now):
+            return
         if a.ivr is not None:
             a.ivr.transfer_answered(now)
             self._drive_ivr(a, now)
@@ -1374,6 +1601,7 @@ class B2bua:
             return
         call.ended = True
         self.calls.pop(call.id, None)
+        self._leave_acd(call, now)
         for leg in call.legs:
             self._leg_by_client.pop(leg.client_key or "", None)
         status = 200 if call.answer is not None else (call.status or 500)

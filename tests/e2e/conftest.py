@@ -67,13 +67,16 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                     {"number": "+862088880022", "target": "flow:recorder"},
                     {"number": "+862088880011", "target": "flow:card"},
                     {"number": "+862088880012", "target": "flow:asr"},
+                    {"number": "+862088880088", "target": "queue:sales"},
                 ],
                 "mailboxes": [{"number": "1001", "pin": hash_secret(VM_PIN)}],
                 "api_tokens": [token_hash(API_TOKENS["acme"])],
                 "hunt_groups": [{"number": "600", "members": ["1002", "1001"],
                                  "ring_seconds": 3}],
-                "agents": [{"id": "alice", "extension": "1001"},
-                           {"id": "bob", "extension": "1002"}],
+                "agents": [{"id": "alice", "extension": "1001",
+                            "password": AGENT_HASHES["alice"]},
+                           {"id": "bob", "extension": "1002",
+                            "password": AGENT_HASHES["bob"]}],
                 "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 5}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
@@ -117,6 +120,9 @@ PCAP_FLOW: dict[str, Any] = {
 
 
 VM_PIN = "2468"
+# the agents' desktop passwords (the plan holds scrypt hashes, made once per run)
+AGENT_PASSWORDS = {"alice": "alice-desk-pw", "bob": "bob-desk-pw"}
+AGENT_HASHES = {agent: hash_secret(pw) for agent, pw in AGENT_PASSWORDS.items()}
 API_TOKENS = {"acme": "acme-api-token-0123456789", "globex": "globex-api-token-0123456789",
               None: "operator-api-token-0123456789"}
 RECORDER_FLOW: dict[str, Any] = {  # records the caller, then plays it back

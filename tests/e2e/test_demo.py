@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +86,17 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
         plan_text = (tmp_run / "demo" / "plan.yaml").read_text()
         assert all(pin not in plan_text for pin in pins.values())
         assert acme["api_token"] not in plan_text
+        # the queue and its agents: each agent signs in at the node with its password
+        assert acme["queues"] == [{"name": "sales", "did": "+862088880088"}]
+        alice = next(a for a in acme["agents"] if a["id"] == "alice")
+        assert alice["extension"] == "1001" and alice["password"] not in plan_text
+        req = urllib.request.Request(m["api"]["url"] + "/agent-sessions", method="POST",
+                                     data=json.dumps({"domain": acme["domain"], "agent": "alice",
+                                                      "password": alice["password"]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 201 and json.loads(resp.read())["tenant"] == "acme"
         # the API answers each tenant with its own view, the operator with all
-        import urllib.error
-        import urllib.request
-
         def get(path: str, token: str) -> Any:
             req = urllib.request.Request(m["api"]["url"] + path,
                                          headers={"Authorization": f"Bearer {token}"})
@@ -130,8 +139,6 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
 
 
 def _token(api: str, user: str, password: str) -> str:
-    import urllib.request
-
     req = urllib.request.Request(api + "/auth/tokens", method="POST", data=json.dumps(
         {"staff_id": user, "password": password}).encode(),
         headers={"Content-Type": "application/json"})
@@ -140,8 +147,6 @@ def _token(api: str, user: str, password: str) -> str:
 
 
 def _get(api: str, path: str, token: str) -> Any:
-    import urllib.request
-
     req = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())

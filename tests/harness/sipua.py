@@ -24,6 +24,7 @@ from appliance.sip.message import Headers, Request, Response, make_response
 from appliance.sip.sdp import SessionDescription, make_offer
 from appliance.sip.transaction import (
     AckReceived,
+    CancelReceived,
     RequestReceived,
     ResponseReceived,
     StrayResponseReceived,
@@ -61,6 +62,9 @@ class SipUa:
         self.calls: list[UaCall] = []
         self.requests: list[Request] = []
         self._responses: dict[str, Response] = {}
+        # False: a new INVITE only rings (180) until cancelled (487), never answered
+        self.auto_answer = True
+        self._ringing: dict[str, Request] = {}  # server transaction key -> INVITE
 
     def close(self) -> None:
         self.sock.close()
@@ -96,7 +100,16 @@ class SipUa:
                 for call in self.calls:
                     if call.dialog.call_id == ev.request.call_id:
                         call.received.append(ev.request)
+                if not self.auto_answer and ev.request.method == "INVITE" \
+                        and ev.request.to.tag is None:
+                    self._ringing[ev.key] = ev.request
+                    self.layer.send_response(ev.key, make_response(
+                        ev.request, 180, to_tag="ringing"), now)
+                    continue
                 self.layer.send_response(ev.key, self._answer(ev.request), now)
+            elif isinstance(ev, CancelReceived) and ev.key in self._ringing:
+                self.layer.send_response(ev.key, make_response(
+                    self._ringing.pop(ev.key), 487, to_tag="ringing"), now)
             elif isinstance(ev, StrayResponseReceived | AckReceived):
                 pass
 
@@ -128,6 +141,14 @@ class SipUa:
                     return req
             if time.monotonic() > deadline:
                 raise UaError(f"no {method} received")
+            self._pump(0.05)
+
+    def wait_cancelled(self, timeout: float = 5.0) -> None:
+        """Wait until every INVITE ringing here (``auto_answer`` False) was cancelled."""
+        deadline = time.monotonic() + timeout
+        while self._ringing:
+            if time.monotonic() > deadline:
+                raise UaError("a ringing INVITE was not cancelled")
             self._pump(0.05)
 
     # ----------------------------------------------------------------- requests

@@ -1,0 +1,182 @@
+"""Agents at the node: desktop sign-in, state changes, the live view, and the event
+stream (edge module; the ACD itself is the pure core in ``appliance/acd``, run inside
+the call control, :class:`appliance.pbx.b2bua.B2bua`).
+
+An agent signs in with its tenant's SIP domain, its agent id and its desktop password
+(an scrypt hash in the plan). The session token is random, shown once, and kept here
+only as a SHA-256 hash; signing in logs the agent into the tenant's ACD (not ready),
+signing out or a plan that drops the agent logs it out. Every ACD event (agent and
+queue changes, offers, no-answers, breaks) is appended to ``acd-events.jsonl`` (with
+its tenant) and handed to the live subscribers of that tenant: the desktops and
+wallboards reading ``GET /api/v1/acd/events``. A subscriber that does not keep up
+loses its oldest events (it is told how many), never the node's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.acd.core import Acd
+from appliance.acd.events import AcdEvent
+from appliance.passwords import verify
+from appliance.pbx.b2bua import B2bua
+from appliance.plan import Plan, token_hash
+
+log = logging.getLogger("branchline.agents")
+QUEUE_DEPTH = 1000  # events kept per slow subscriber
+
+STATES = ("ready", "not_ready", "break", "logged_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentSession:
+    tenant_id: str
+    agent_id: str
+
+
+def event_doc(ev: AcdEvent) -> dict[str, Any]:
+    """An event as JSON: its type and fields."""
+    return {"type": type(ev).__name__, **{
+        f.name: (dict(v) if isinstance(v := getattr(ev, f.name), dict) else v)
+        for f in dataclasses.fields(ev)}}
+
+
+class Subscription:
+    """One live reader of a tenant's events (``agent``: only that agent's own events
+    and the queue events)."""
+
+    def __init__(self, tenant_id: str, agent: str | None) -> None:
+        self.tenant_id, self.agent = tenant_id, agent
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_DEPTH)
+        self.dropped = 0
+
+    def offer(self, doc: dict[str, Any]) -> None:
+        if self.agent is not None and doc.get("agent") not in (None, self.agent):
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(doc)
+
+
+class AgentDesk:
+    def __init__(self, core: B2bua, plan: Callable[[], Plan], flush: Callable[[], None],
+                 events_path: Path) -> None:
+        self.core, self._plan, self._flush = core, plan, flush
+        self.events_path = events_path
+        self._sessions: dict[str, AgentSession] = {}  # sha256 of the token -> session
+        self._subscribers: set[Subscription] = set()
+        self._fh: TextIO | None = None
+
+    # ----------------------------------------------------------------- sessions
+    def check_password(self, domain: str, agent_id: str, password: str) -> str | None:
+        """The tenant id when ``agent_id`` of the tenant at ``domain`` has that desktop
+        password (blocking: scrypt, about 65 ms; run it off the event loop), else None.
+        Unknown agents take the same time."""
+        tenant = self._plan().tenant_by_domain(domain)
+        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
+            if tenant is not None else None
+        hashed = agent.password if agent is not None and agent.password else None
+        if not verify(password, hashed or _DUMMY_HASH) or hashed is None \
+                or tenant is None or tenant.suspended:
+            return None
+        return tenant.id
+
+    def open_session(self, tenant_id: str, agent_id: str) -> str | None:
+        """A session token for an agent whose password was checked; the agent is logged
+        into the ACD (not ready) if it was not. None: the tenant has no queues."""
+        if tenant_id not in self.core.acd:
+            return None
+        token = secrets.token_urlsafe(32)
+        self._sessions[token_hash(token)] = AgentSession(tenant_id, agent_id)
+        acd = self.core.acd[tenant_id]
+        if acd.agent(agent_id, time.monotonic()).state == "logged_out":
+            self.act(tenant_id, lambda a: a.login(agent_id, time.monotonic()))
+        return token
+
+    def session(self, token: str) -> AgentSession | None:
+        found = self._sessions.get(token_hash(token))
+        if found is None:
+            return None
+        tenant = self._plan().tenant(found.tenant_id)
+        if tenant is None or found.tenant_id not in self.core.acd or \
+                not any(a.id == found.agent_id for a in tenant.agents):
+            self._sessions.pop(token_hash(token), None)  # the plan dropped the agent
+            return None
+        return found
+
+    def sign_out(self, token: str) -> None:
+        found = self._sessions.pop(token_hash(token), None)
+        if found is not None and not any(s == found for s in self._sessions.values()):
+            self.set_state(found.tenant_id, found.agent_id, "logged_out", "")
+
+    # ----------------------------------------------------------------- actions
+    def act(self, tenant_id: str, action: Callable[[Acd], Any]) -> Any:
+        """Run ``action`` on the tenant's ACD at the current time; what it decided is
+        carried out (offers rung, events published) before this returns."""
+        try:
+            return self.core.agent_action(tenant_id, action, time.monotonic())
+        finally:
+            self._flush()
+
+    def set_state(self, tenant_id: str, agent_id: str, state: str, reason: str) -> bool:
+        """An agent's own change (or a supervisor's): ready, not_ready (with a reason
+        code), break (a request: False when refused), logged_out. ACD errors (unknown
+        agent, a change its state does not allow) propagate."""
+        now = time.monotonic
+        if state == "ready":
+            self.act(tenant_id, lambda a: a.set_ready(agent_id, now()))
+        elif state == "not_ready":
+            self.act(tenant_id, lambda a: a.set_not_ready(agent_id, reason, now()))
+        elif state == "break":
+            return bool(self.act(tenant_id, lambda a: a.request_break(agent_id, now())))
+        elif state == "logged_out":
+            self.act(tenant_id, lambda a: a.logout(agent_id, now()))
+        else:
+            raise ValueError(f"state among {', '.join(STATES)}")
+        return True
+
+    def snapshot(self, tenant_id: str) -> dict[str, Any] | None:
+        acd = self.core.acd.get(tenant_id)
+        if acd is None:
+            return None
+        return dataclasses.asdict(acd.snapshot(time.monotonic()))
+
+    # ----------------------------------------------------------------- events
+    def publish(self, ev: AcdEvent) -> None:
+        doc = {"wall": round(time.time(), 3), **event_doc(ev)}
+        try:
+            if self._fh is None:
+                self._fh = open(self.events_path, "a", encoding="utf-8")
+            self._fh.write(json.dumps(doc, sort_keys=True, default=str) + "\n")
+            self._fh.flush()
+        except OSError as exc:
+            log.error("cannot store ACD event: %s", exc)
+        for sub in list(self._subscribers):
+            if sub.tenant_id == ev.tenant_id:
+                sub.offer(doc)
+
+    def subscribe(self, tenant_id: str, agent: str | None) -> Subscription:
+        sub = Subscription(tenant_id, agent)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+# verified against when the agent is unknown, so both answers take the same time
+_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$" + "A" * 43 + "="
