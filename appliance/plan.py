@@ -201,6 +201,8 @@ class Tenant:
     agents: tuple[Agent, ...] = ()
     queues: tuple[Queue, ...] = ()
     acd: TenantAcdConfig | None = None  # None: no queues
+    # R-X.1: an agent's extension calls out only while the agent is signed in
+    bind_agent_phones: bool = False
     status: TenantStatus = "active"
     treatments: Treatments = Treatments()
 
@@ -461,7 +463,8 @@ class Plan:
                                 "break_groups": dict(t.acd.break_groups),
                                 "not_ready_reasons": list(t.acd.not_ready_reasons),
                                 "night_hours": list(t.acd.night_hours)
-                                if t.acd.night_hours else None}} if t.acd else {}),
+                                if t.acd.night_hours else None,
+                                "bind_agent_phones": t.bind_agent_phones}} if t.acd else {}),
                 }
                 for t in self.tenants
             ],
@@ -645,6 +648,9 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
                             skills=_mapping(q, "skills", p)))
     _unique(f"{path}.queues", [q.name for q in queues])
     acd = _acd_config(tid, doc, path, agents, queues)
+    bind = _mapping(doc, "acd", path).get("bind_agent_phones", False)
+    if not isinstance(bind, bool):
+        raise PlanError(f"{path}.acd.bind_agent_phones", "true or false")
     actions = doc.get("actions", {})
     if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
@@ -689,7 +695,7 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
         api_tokens=_token_hashes(doc, path), limits=limits,
         agents=tuple(agents), queues=tuple(queues), status=status, treatments=treatments,
-        acd=acd,
+        acd=acd, bind_agent_phones=bind,
     )
 
 
@@ -741,7 +747,8 @@ _QUEUE_KEYS = ("priority", "strategy", "wrap_up", "service_level_target",
                "announce_position_every", "callback_allowed", "callback_attempts",
                "callback_retry_delay", "callback_timeout", "match_language",
                "announce_agent", "initial_aht")
-_ACD_KEYS = ("max_on_break", "break_groups", "not_ready_reasons", "night_hours")
+_ACD_KEYS = ("max_on_break", "break_groups", "not_ready_reasons", "night_hours",
+             "bind_agent_phones")
 
 
 def _opt_str(doc: dict[str, Any], key: str, path: str) -> str:

@@ -304,6 +304,7 @@ class Call:
     ended: bool = False
     data: dict[str, str] = field(default_factory=dict)  # the payload the call carries
     treatment: str = ""  # "suspended" or "over_quota" when the call was refused so
+    outbound_agent: str = ""  # an agent's own call (busy for the ACD until it ends)
 
     @property
     def pstn(self) -> bool:
@@ -656,6 +657,11 @@ class B2bua:
         elif route.kind == "none":
             self._trace(call, "unrouted", reason=route.reason)
             self._fail_a(a, 404, now)
+            return
+        elif (agent := self._agent_of(tenant, origin)) is not None and \
+                not self._agent_call(call, agent, now):
+            self._trace(call, "agent_not_signed_in", agent=agent)
+            self._fail_a(a, 403, now, "Agent Not Signed In")
             return
         elif tenant is not None and (origin.kind == "trunk" or route.kind == "trunk") and \
                 self._pstn_refused(call, tenant.treatments.over_quota.describe()):
@@ -1120,6 +1126,26 @@ class B2bua:
             self._trace_acd(cmd.contact, "callback_unsupported")
             acd.callback_failed(cmd.contact, now)
 
+    def _agent_of(self, tenant: Tenant | None, origin: Origin) -> str | None:
+        """The agent whose extension places this call, for tenants with an ACD whose
+        agents' phones follow their desktop login."""
+        if tenant is None or origin.kind != "extension" or tenant.id not in self.acd \
+                or not tenant.bind_agent_phones:
+            return None
+        return next((x.id for x in tenant.agents if x.extension == origin.extension), None)
+
+    def _agent_call(self, call: Call, agent: str, now: float) -> bool:
+        """An agent's phone calls out (R-X.1): only while the agent is signed in on the
+        desktop; the ACD then offers it nothing until the call ends (False: refused)."""
+        acd = self.acd[call.tenant_id or ""]
+        state = acd.agent(agent, now).state
+        if state == "logged_out":
+            return False
+        if state in ("ready", "not_ready"):
+            acd.start_outbound(agent, now)
+            call.outbound_agent = agent
+        return True
+
     def _trace_acd(self, contact: str, kind: str) -> None:
         call = self.calls.get(contact)
         if call is not None:
@@ -1167,6 +1193,11 @@ class B2bua:
         """A call that was a contact of the ACD ended: answered ones end (the agent
         goes to after-call work), waiting ones are abandoned."""
         acd = self.acd.get(call.tenant_id or "")
+        if acd is not None and call.outbound_agent:
+            try:
+                acd.end_outbound(call.outbound_agent, now)
+            except AcdError as exc:  # logged out meanwhile
+                self._trace(call, "outbound_end_refused", reason=exc.message)
         view = acd.contact(call.id) if acd is not None else None
         if acd is None or view is None:
             return

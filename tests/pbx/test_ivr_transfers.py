@@ -171,3 +171,31 @@ def test_round_trip_keeps_agents_and_queues() -> None:
     # another tenant's agents and queues are not reachable by name
     assert plan.transfer_route("globex", "queue", "sales").kind == "none"
     assert plan.transfer_route("globex", "agent", "alice").kind == "none"
+
+
+def test_an_agents_phone_calls_out_only_while_the_agent_is_signed_in() -> None:
+    """R-X.1 (bind_agent_phones): bob's extension is refused while bob is logged out;
+    signed in, its call goes through and the ACD offers bob nothing until it ends."""
+    doc = plan_doc({"queue": "sales"})
+    doc["tenants"][0]["acd"] = {"bind_agent_phones": True}
+    c = B2bua(plan=Plan.from_dict(doc), local_ip="127.0.0.1", local_port=5080, edge=EDGE,
+              media_ip="127.0.0.1", ports=PortPool(30000, 30100))
+    c.receive(invite("sip:1001@acme.example", "ext;domain=acme.example;user=1002",
+                     call_id="out1", from_user="1002"), EDGE, 1.0)
+    refused = [m for m in (parse_message(d) for d, _ in c.outgoing())
+               if not isinstance(m, Request)]
+    assert [m.status for m in refused] == [403]
+    c.agent_action("acme", lambda acd: acd.login("bob", 2.0, ready=True), 2.0)
+    c.receive(invite("sip:1001@acme.example", "ext;domain=acme.example;user=1002",
+                     call_id="out2", from_user="1002"), EDGE, 3.0)
+    [to_alice] = invites(c)
+    assert to_alice.uri.user == "1001"
+    assert c.acd["acme"].agent("bob", 3.0).state == "talking"
+    # a queue caller meanwhile is not offered to bob
+    c.receive(invite("sip:+862088880070@127.0.0.1", "trunk;name=carrier", call_id="q1"),
+              EDGE, 4.0)
+    assert [r.uri.user for r in invites(c)] == []
+    # the agent's own call ends (alice's phone refuses it): bob is ready and gets the caller
+    c.receive(make_response(to_alice, 486, to_tag="x").to_bytes(), EDGE, 5.0)
+    [to_bob] = invites(c)
+    assert to_bob.uri.user == "1002"
