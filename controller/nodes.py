@@ -37,6 +37,7 @@ from controller.service import (
     _audit,
     _check,
     _require,
+    display_name,
     get_tenant,
     limits_of,
     tenant_plan,
@@ -108,9 +109,7 @@ def _config(n: Node) -> dict[str, Any]:
 
 def _apply(s: Session, node: Node, changes: dict[str, Any]) -> None:
     if "name" in changes:
-        if not isinstance(changes["name"], str) or len(changes["name"]) > 200:
-            raise Invalid("a name of up to 200 characters")
-        node.name = changes["name"]
+        node.name = display_name(changes["name"])
     if "role" in changes:
         if changes["role"] not in NODE_ROLES:
             raise Invalid(f"role among {', '.join(NODE_ROLES)}")

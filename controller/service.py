@@ -153,6 +153,15 @@ def _check(pattern: re.Pattern[str], value: object, what: str) -> str:
     return value
 
 
+def display_name(value: object, *, required: bool = False) -> str:
+    """A person's, tenant's or node's display name: text of up to 200 characters (at
+    least one when ``required``)."""
+    if not isinstance(value, str) or len(value) > 200 or (required and not value):
+        raise Invalid("a name of 1-200 characters" if required
+                      else "a name of up to 200 characters")
+    return value
+
+
 def _tenant_scope(actor: Actor, tenant_id: str | None) -> str:
     """The tenant an action is for: a tenant actor's own, whatever it asked for."""
     if actor.tenant_id is not None:
@@ -194,8 +203,7 @@ def create_tenant(s: Session, actor: Actor, *, id: str, name: str, domain: str,
     _check(ID_RE, id, "tenant id")
     _check(DOMAIN_RE, domain, "SIP domain")
     _check(NUMBER_RE, caller_id, "caller number")
-    if not isinstance(name, str) or not 0 < len(name) <= 200:
-        raise Invalid("a name of 1-200 characters")
+    display_name(name, required=True)
     if language not in LANGUAGES:
         raise Invalid(f"language among {', '.join(LANGUAGES)}")
     if s.get(Tenant, id) is not None:
@@ -249,9 +257,7 @@ def update_tenant(s: Session, actor: Actor, tenant_id: str, changes: dict[str, A
     if "treatments" in changes:
         tenant.treatments = {**treatments_of(tenant), **_treatments(changes["treatments"])}
     if "name" in changes:
-        if not isinstance(changes["name"], str) or not 0 < len(changes["name"]) <= 200:
-            raise Invalid("a name of 1-200 characters")
-        tenant.name = changes["name"]
+        tenant.name = display_name(changes["name"], required=True)
     if "language" in changes:
         if changes["language"] not in LANGUAGES:
             raise Invalid(f"language among {', '.join(LANGUAGES)}")
@@ -438,8 +444,7 @@ def add_extension(s: Session, actor: Actor, number: str, sip_password: str, name
     _check(EXTENSION_RE, number, "extension")
     if not isinstance(sip_password, str) or len(sip_password) < 8:
         raise Invalid("a SIP password has at least 8 characters")
-    if not isinstance(name, str) or len(name) > 200:
-        raise Invalid("a name of up to 200 characters")
+    display_name(name)
     if s.scalar(select(Extension).where(Extension.tenant_id == scope,
                                         Extension.number == number)) is not None:
         raise Conflict(f"extension {number} exists")
@@ -559,8 +564,7 @@ def create_user(s: Session, actor: Actor, *, staff_id: str, password: str, role:
     _check(_STAFF_RE, staff_id, "staff id")
     if not isinstance(password, str) or len(password) < 10:
         raise Invalid("a password has at least 10 characters")
-    if not isinstance(name, str) or len(name) > 200:
-        raise Invalid("a name of up to 200 characters")
+    display_name(name)
     if phone is not None:
         _check(NUMBER_RE, phone, "phone number")
     if language not in ("", *LANGUAGES):
@@ -631,9 +635,7 @@ def update_user(s: Session, actor: Actor, staff_id: str, changes: dict[str, Any]
             _check_grant(s, actor, user.tenant_id, role)
         user.role = role
     if "name" in changes:
-        if not isinstance(changes["name"], str) or len(changes["name"]) > 200:
-            raise Invalid("a name of up to 200 characters")
-        user.name = changes["name"]
+        user.name = display_name(changes["name"])
     if "phone" in changes:
         if changes["phone"] is not None:
             _check(NUMBER_RE, changes["phone"], "phone number")

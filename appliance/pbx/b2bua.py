@@ -723,8 +723,7 @@ class B2bua:
         elif route.kind == "queue":
             self._answer_a(a, now)
             if not self._enqueue(a, route.target, now):
-                call.hangup_side = "node"
-                self._hang_up(a, now)
+                self._give_back(a, 503, now)
         else:
             self._place_b(call, a, route, route.target, now)
 
@@ -995,27 +994,16 @@ class B2bua:
         if route.kind == "queue":
             call.destination = _destination(route)
             call.data.update(cmd.data)
-            if not self._enqueue(leg, route.target, now) and leg.ivr is not None:
-                leg.ivr.transfer_failed(503, now)
-                self._drive_ivr(leg, now)
+            if not self._enqueue(leg, route.target, now):
+                self._give_back(leg, 503, now)
             return
         if route.kind not in ("extension", "hunt_group", "trunk") or (
                 route.kind == "hunt_group" and not route.members):
             self._trace(call, "ivr_transfer_failed", reason=f"{cmd.target}: {route.reason}")
-            if leg.ivr is not None and leg.ivr.mode == "transferring":
-                leg.ivr.transfer_failed(404, now)
-                self._drive_ivr(leg, now)
-                return
-            call.hangup_side = "node"
-            self._hang_up(leg, now)
+            self._give_back(leg, 404, now)
             return
         if route.kind == "trunk" and self._pstn_refused(call, "transfer failed 486"):
-            if leg.ivr is not None and leg.ivr.mode == "transferring":
-                leg.ivr.transfer_failed(486, now)
-                self._drive_ivr(leg, now)
-                return
-            call.hangup_side = "node"
-            self._hang_up(leg, now)
+            self._give_back(leg, 486, now)
             return
         call.destination = _destination(route)
         call.data.update(cmd.data)  # what the flow collected joins what the call carried
@@ -1113,18 +1101,23 @@ class B2bua:
             a.queue = None
             self._commands.append(StopPlayback(a.id))
             self._trace(call, "queue_exit", queue=cmd.queue, reason=cmd.reason)
-            if a.ivr is not None and a.ivr.mode == "transferring":
-                a.peer = None
-                a.ivr.transfer_failed(408, now)  # the flow's on_failure takes the caller
-                self._drive_ivr(a, now)
-            else:
-                call.hangup_side = "node"
-                self._hang_up(a, now)
+            a.peer = None
+            self._give_back(a, 408, now)
         elif isinstance(cmd, CancelCallback):
             pass  # callbacks are not placed by this node yet (none is ever started)
         elif not isinstance(cmd, Announce | ExitQueue):  # PlaceCallback
             self._trace_acd(cmd.contact, "callback_unsupported")
             acd.callback_failed(cmd.contact, now)
+
+    def _give_back(self, leg: Leg, status: int, now: float) -> None:
+        """A transfer of the caller on ``leg`` failed with ``status``: the flow takes the
+        caller back at its ``on_failure``, or, without a flow, the node hangs up."""
+        if leg.ivr is not None and leg.ivr.mode == "transferring":
+            leg.ivr.transfer_failed(status, now)
+            self._drive_ivr(leg, now)
+            return
+        leg.call.hangup_side = "node"
+        self._hang_up(leg, now)
 
     def _agent_of(self, tenant: Tenant | None, origin: Origin) -> str | None:
         """The agent whose extension places this call, for tenants with an ACD whose

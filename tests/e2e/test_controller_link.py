@@ -15,8 +15,6 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from controller.store import User
 from tests.e2e.conftest import CARRIER_IP, PASSWORDS, wait_for
 from tests.e2e.conftest import test_plan as e2e_plan
 from tests.e2e.test_tenancy import Phone, match
+from tests.harness.http import http_json
 from tests.harness.procs import (
     ManagedProcess,
     free_port_pair,
@@ -64,15 +63,7 @@ class Platform:
 
     def call(self, method: str, path: str, who: str = "root", body: Any = None
              ) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.api + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.tokens[who]}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                raw, status = resp.read(), resp.status
-        except urllib.error.HTTPError as err:
-            raw, status = err.read(), err.code
-        return status, json.loads(raw) if raw else None
+        return http_json(method, self.api + path, self.tokens[who], body)
 
     def node_doc(self) -> dict[str, Any]:
         status, doc = self.call("GET", "/nodes/e2e")
@@ -129,11 +120,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     p = Platform(api, {}, app, proc, sip_port, run_dir)
     try:
         for who, password in (("root", ROOT_PASSWORD), ("acme-admin", "acme password")):
-            req = urllib.request.Request(api + "/auth/tokens", method="POST", data=json.dumps(
-                {"staff_id": who, "password": password}).encode(),
-                headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                p.tokens[who] = json.loads(resp.read())["token"]
+            status, answer = http_json("POST", api + "/auth/tokens",
+                                       body={"staff_id": who, "password": password})
+            assert status == 201, answer
+            p.tokens[who] = answer["token"]
         wait_for_file(proc, run_dir / "demo.json", timeout=60)
         yield p
     finally:

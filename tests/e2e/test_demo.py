@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import wait_for
 from tests.harness.baresip import Account, BaresipPhone
+from tests.harness.http import http_json
 from tests.harness.procs import (
     ManagedProcess,
     descendant_pids,
@@ -90,12 +91,9 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
         assert acme["queues"] == [{"name": "sales", "did": "+862088880088"}]
         alice = next(a for a in acme["agents"] if a["id"] == "alice")
         assert alice["extension"] == "1001" and alice["password"] not in plan_text
-        req = urllib.request.Request(m["api"]["url"] + "/agent-sessions", method="POST",
-                                     data=json.dumps({"domain": acme["domain"], "agent": "alice",
-                                                      "password": alice["password"]}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 201 and json.loads(resp.read())["tenant"] == "acme"
+        status, session = http_json("POST", m["api"]["url"] + "/agent-sessions", body={
+            "domain": acme["domain"], "agent": "alice", "password": alice["password"]})
+        assert status == 201 and session["tenant"] == "acme"
         # the API answers each tenant with its own view, the operator with all
         def get(path: str, token: str) -> Any:
             req = urllib.request.Request(m["api"]["url"] + path,
@@ -139,17 +137,16 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
 
 
 def _token(api: str, user: str, password: str) -> str:
-    req = urllib.request.Request(api + "/auth/tokens", method="POST", data=json.dumps(
-        {"staff_id": user, "password": password}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return str(json.loads(resp.read())["token"])
+    status, answer = http_json("POST", api + "/auth/tokens",
+                               body={"staff_id": user, "password": password})
+    assert status == 201, answer
+    return str(answer["token"])
 
 
 def _get(api: str, path: str, token: str) -> Any:
-    req = urllib.request.Request(api + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
+    status, answer = http_json("GET", api + path, token)
+    assert status == 200, answer
+    return answer
 
 
 def test_plan_reload_on_sighup_and_bad_plan_refused(tmp_run: Path) -> None:
