@@ -12,8 +12,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from appliance.passwords import hash_secret
 from appliance.plan import token_hash
 from tests.harness.audio import make_tone_wav
 from tests.harness.baresip import Account, BaresipPhone
+from tests.harness.http import http_json
 from tests.harness.procs import (
     ManagedProcess,
     free_port_pair,
@@ -246,17 +245,7 @@ class NodeHandle:
             ) -> tuple[int, Any]:
         """Call the node's HTTP API as ``tenant`` (None: the operator); JSON decoded,
         raw bytes for anything else."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.manifest["api"]["url"] + path, data=data,
-                                     method=method, headers={
-                                         "Authorization": f"Bearer {API_TOKENS[tenant]}",
-                                         "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                status, ctype, raw = resp.status, resp.headers.get_content_type(), resp.read()
-        except urllib.error.HTTPError as err:
-            status, ctype, raw = err.code, err.headers.get_content_type(), err.read()
-        return status, json.loads(raw) if ctype == "application/json" else raw
+        return http_json(method, self.manifest["api"]["url"] + path, API_TOKENS[tenant], body)
 
     def ua(self, number: str) -> SipUa:
         """A scripted UA for an acme extension, through the node's edge (not registered

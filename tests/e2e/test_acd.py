@@ -36,6 +36,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
+from tests.harness.http import http_json
 from tests.harness.sipua import SipUa
 
 pytestmark = pytest.mark.e2e
@@ -53,29 +54,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
 
 def call_api(node: NodeHandle, method: str, path: str, token: str, body: Any = None
              ) -> tuple[int, Any]:
-    req = urllib.request.Request(node.manifest["api"]["url"] + path, method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as err:
-        raw, status = err.read(), err.code
-    return status, json.loads(raw) if raw else None
+    return http_json(method, node.manifest["api"]["url"] + path, token, body)
 
 
 def sign_in(node: NodeHandle, agent: str, password: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        node.manifest["api"]["url"] + "/agent-sessions", method="POST",
-        data=json.dumps({"domain": "acme.example", "agent": agent,
-                         "password": password or AGENT_PASSWORDS[agent]}).encode(),
-        headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+    return http_json("POST", node.manifest["api"]["url"] + "/agent-sessions", body={
+        "domain": "acme.example", "agent": agent,
+        "password": password or AGENT_PASSWORDS[agent]})
 
 
 class EventStream:
