@@ -102,6 +102,14 @@ class AgentDesk:
             self.act(tenant_id, lambda a: a.login(agent_id, time.monotonic()))
         return token
 
+    def profile(self, tenant_id: str, agent_id: str) -> dict[str, str]:
+        """What the agent's desktop shows and registers as: its extension (the phone or
+        the desktop's softphone) and its name ({} for an agent the plan does not have)."""
+        tenant = self._plan().tenant(tenant_id)
+        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
+            if tenant is not None else None
+        return {"extension": agent.extension, "name": agent.name} if agent else {}
+
     def session(self, token: str) -> AgentSession | None:
         found = self._sessions.get(token_hash(token))
         if found is None:
@@ -148,7 +156,8 @@ class AgentDesk:
         acd = self.core.acd.get(tenant_id)
         if acd is None:
             return None
-        return dataclasses.asdict(acd.snapshot(time.monotonic()))
+        return {**dataclasses.asdict(acd.snapshot(time.monotonic())),
+                "not_ready_reasons": list(acd.config.not_ready_reasons)}
 
     # ----------------------------------------------------------------- events
     def publish(self, ev: AcdEvent) -> None:

@@ -1,5 +1,6 @@
 """The node's HTTP API: live use, call traces, voicemail and prompts (edge module;
-R-4.17 monitoring by API, R-4.10 voicemail retrieval, R-4.3 prompt upload).
+R-4.17 monitoring by API, R-4.10 voicemail retrieval, R-4.3 prompt upload), the agents'
+side of the ACD, and the agent desktop page (docs/DESK.md).
 
 Theory of operation
 -------------------
@@ -26,6 +27,8 @@ The backend (a ``typing.Protocol``; the node satisfies it structurally)::
         def originate(self, tenant_id, number, flow, *, caller_id, ring_seconds,
                       variables) -> str                 # call id; ValueError: refused
                                                         # (CallRefused: tenant's state)
+        agents: AgentDesk                                  # appliance.agents
+        def desk_config(self) -> Mapping[str, str | None]  # {"ws_url", "wss_url"}
 
 The backend's methods are called on the event loop (they read the node's live state,
 which belongs to the loop) and must therefore be quick: ``authenticate`` should look a
@@ -68,6 +71,21 @@ Routes (all JSON except the audio; errors are
 - ``GET    /api/v1/plugins``                                  the tenant's plug-ins
 - ``PUT    /api/v1/plugins/{name}``                           body: a WebAssembly module
   (binary or text), checked (compiles, no imports, the ABI) before it is stored, 201
+- ``POST   /api/v1/agent-sessions`` (no token), ``DELETE /api/v1/agent-sessions/current``,
+  ``PUT /api/v1/agents/{agent}/state``, ``GET /api/v1/acd``, ``GET /api/v1/acd/events``
+  (server-sent events): agents and the wallboard (docs/API.md)
+
+The agent desktop (no token: static files; the page signs in with the agent's
+password and then sends its session token like any client):
+
+- ``GET    /desk/``                  the page (``web/desk/index.html``)
+- ``GET    /desk/desk.js``, ``/desk/desk.css``, ``/desk/i18n/{en,zh-Hans,zh-Hant}.json``
+- ``GET    /desk/softphone.js``      the built JsSIP bundle (404 ``softphone_not_built``)
+- ``GET    /desk/config.json``       ``{"ws_url", "wss_url"}``: the edge's SIP/WebSocket
+
+Every ``/desk/`` answer carries a Content-Security-Policy allowing scripts, styles and
+connections from the node's own origin only, plus the edge's ws/wss URLs for SIP (no
+inline script, no framing: ``X-Frame-Options: DENY``).
 
 Path parameters are validated at the edge with the stores' own rules (400
 ``bad_request``).  Bodies are bounded: a prompt upload is read in chunks up to
@@ -118,6 +136,7 @@ from appliance.ivr.voicemail import (
 from appliance.pbx.b2bua import CallRefused
 from appliance.storage import quota_bytes
 from appliance.trace import read_trace
+from appliance.web import DESK_DIR, DESK_LANGUAGES, SOFTPHONE_JS
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -136,6 +155,9 @@ CALL_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 WAV_TYPES: Final = frozenset({"audio/wav", "audio/x-wav", "audio/wave", "application/octet-stream"})
 _CHUNK: Final = 64 * 1024
 _REALM: Final = 'Bearer realm="branchline"'
+# routes answered without a token: health, agent sign-in, the agent desktop's static files
+_OPEN_ROUTES: Final = frozenset({"health", "agent_sign_in", "desk_redirect", "desk_page",
+                                 "desk_files", "desk_labels", "desk_softphone", "desk_config"})
 _HTTP_IDS: Final[Mapping[int, str]] = {
     400: "bad_request",
     401: "unauthorized",
@@ -190,8 +212,20 @@ class ApiBackend(Protocol):
     @property
     def agents(self) -> AgentDesk: ...
 
+    def desk_config(self) -> Mapping[str, str | None]: ...
+
+
+@dataclass(frozen=True)
+class DeskFiles:
+    """Where the agent desktop's files are (``appliance.web``; tests point elsewhere)."""
+
+    directory: Path = DESK_DIR
+    softphone_js: Path = SOFTPHONE_JS
+
 
 BACKEND: Final = web.AppKey[ApiBackend]("backend")
+DESK: Final = web.AppKey[DeskFiles]("desk")
+STREAMS: Final = web.AppKey[set[asyncio.Task[Any]]]("streams")  # live event streams
 PRINCIPAL: Final = web.RequestKey[Principal]("principal")
 
 
@@ -245,7 +279,7 @@ def _authenticate(request: web.Request) -> Principal:
 async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authentication, and every failure as a JSON error."""
     try:
-        if request.match_info.route.name not in ("health", "agent_sign_in"):
+        if request.match_info.route.name not in _OPEN_ROUTES:
             request[PRINCIPAL] = _authenticate(request)
         response = await handler(request)
     except ApiError as exc:
@@ -625,7 +659,8 @@ async def _agent_sign_in(request: web.Request) -> web.Response:
     if tenant is None or token is None:
         raise ApiError(401, "unauthorized", "unknown agent or wrong password")
     log.info("api: agent %s of %s signed in", agent, tenant)
-    return web.json_response({"token": token, "tenant": tenant, "agent": agent}, status=201)
+    return web.json_response({"token": token, "tenant": tenant, "agent": agent,
+                              **desk.profile(tenant, agent)}, status=201)
 
 
 async def _agent_sign_out(request: web.Request) -> web.Response:
@@ -676,6 +711,10 @@ async def _acd_events(request: web.Request) -> web.StreamResponse:
                                            hdrs.CACHE_CONTROL: "no-store"})
     await response.prepare(request)
     sub = desk.subscribe(tenant, principal.agent)
+    task = asyncio.current_task()
+    streams = request.app[STREAMS]
+    if task is not None:
+        streams.add(task)  # ended when the API shuts down (_end_streams)
     try:
         await response.write(b": connected\n\n")
         while True:
@@ -692,14 +731,85 @@ async def _acd_events(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
+        if task is not None:
+            streams.discard(task)
         desk.unsubscribe(sub)
     return response
 
 
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown: end the event streams, which would otherwise hold the server's
+    graceful shutdown until they end by themselves (never, while a desktop reads)."""
+    streams: set[asyncio.Task[Any]] = app[STREAMS]
+    for task in list(streams):
+        task.cancel()
+
+
+# --------------------------------------------------------------------------- agent desktop
+_DESK_TYPES: Final[Mapping[str, str]] = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8", ".json": "application/json; charset=utf-8",
+}
+
+
+def _desk_headers(backend: ApiBackend) -> dict[str, str]:
+    """The page's security headers: its own origin for everything, plus the edge's
+    WebSocket URLs for SIP; no inline script or style, no framing, no referrer."""
+    edge = " ".join(url for url in backend.desk_config().values() if url)
+    policy = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              f"connect-src 'self'{' ' + edge if edge else ''}; media-src 'self' blob: "
+              "mediastream:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return {"Content-Security-Policy": policy, "X-Frame-Options": "DENY",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "Permissions-Policy": "microphone=(self), camera=(), geolocation=()"}
+
+
+async def _desk_file(request: web.Request, path: Path, missing: ApiError) -> web.StreamResponse:
+    try:
+        body = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        raise missing from None
+    return web.Response(body=body, headers={
+        hdrs.CONTENT_TYPE: _DESK_TYPES[path.suffix],
+        **_desk_headers(request.app[BACKEND])})
+
+
+async def _desk_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info.get("file", "index.html")
+    language = request.match_info.get("language")
+    files = request.app[DESK]
+    if language is not None:
+        if language not in DESK_LANGUAGES:
+            raise _not_found(f"no labels in {language!r}")
+        path = files.directory / "i18n" / f"{language}.json"
+    else:
+        path = files.directory / name
+    return await _desk_file(request, path, _not_found(f"no desktop file {path.name}"))
+
+
+async def _desk_softphone(request: web.Request) -> web.StreamResponse:
+    return await _desk_file(request, request.app[DESK].softphone_js, ApiError(
+        404, "softphone_not_built",
+        "the softphone bundle is not built on this node: run scripts/setup.sh (npm + esbuild)"))
+
+
+async def _desk_config(request: web.Request) -> web.Response:
+    backend = request.app[BACKEND]
+    return web.json_response(dict(backend.desk_config()), headers=_desk_headers(backend))
+
+
+async def _desk_redirect(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("desk/")  # relative: also right behind a proxy's path prefix
+
+
 # --------------------------------------------------------------------------- app
-def make_app(backend: ApiBackend) -> web.Application:
+def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Application:
+    """The API over ``backend``; ``desk``: where the agent desktop's files are."""
     app = web.Application(middlewares=[_edge], client_max_size=MAX_PROMPT_BYTES)
     app[BACKEND] = backend
+    app[DESK] = desk or DeskFiles()
+    app[STREAMS] = set()
+    app.on_shutdown.append(_end_streams)
     r = app.router
     r.add_get("/api/v1/health", _health, name="health")
     r.add_get("/api/v1/ports", _ports)
@@ -722,6 +832,12 @@ def make_app(backend: ApiBackend) -> web.Application:
     r.add_put("/api/v1/agents/{agent}/state", _agent_state)
     r.add_get("/api/v1/acd", _acd_snapshot)
     r.add_get("/api/v1/acd/events", _acd_events)
+    r.add_get("/desk", _desk_redirect, name="desk_redirect")
+    r.add_get("/desk/", _desk_static, name="desk_page")
+    r.add_get(r"/desk/{file:desk\.(?:js|css)}", _desk_static, name="desk_files")
+    r.add_get("/desk/i18n/{language}.json", _desk_static, name="desk_labels")
+    r.add_get("/desk/softphone.js", _desk_softphone, name="desk_softphone")
+    r.add_get("/desk/config.json", _desk_config, name="desk_config")
     return app
 
 

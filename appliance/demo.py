@@ -204,10 +204,10 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
 def web_manifest(cfg: NodeConfig) -> dict[str, Any]:
     """Where browsers reach the node (SIP over WebSocket) and the softphone script."""
     out: dict[str, Any] = {}
-    if cfg.ws_port:
-        out["ws_url"] = f"ws://{cfg.sip_host}:{cfg.ws_port}"
-    if cfg.wss_port:
-        out["wss_url"] = f"wss://{cfg.sip_host}:{cfg.wss_port}"
+    if cfg.ws_url:
+        out["ws_url"] = cfg.ws_url
+    if cfg.wss_url:
+        out["wss_url"] = cfg.wss_url
     if out:
         out["softphone_js"] = str(SOFTPHONE_JS)
     return out

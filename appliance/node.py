@@ -73,6 +73,15 @@ class NodeConfig:
     webrtc_media_ip: str = ""
 
     @property
+    def ws_url(self) -> str | None:
+        """Where browsers reach the edge over SIP/WebSocket (None: off)."""
+        return f"ws://{self.sip_host}:{self.ws_port}" if self.ws_port else None
+
+    @property
+    def wss_url(self) -> str | None:
+        return f"wss://{self.sip_host}:{self.wss_port}" if self.wss_port else None
+
+    @property
     def cdr_path(self) -> Path:
         return self.run_dir / "cdr.sqlite"
 
@@ -301,6 +310,10 @@ class Node:
 
     def node_status(self) -> dict[str, Any]:
         return {"node": self.plan.node_id, "plan_version": self.plan.version}
+
+    def desk_config(self) -> dict[str, str | None]:
+        """What the agent desktop page needs before sign-in: the edge's WebSocket URLs."""
+        return {"ws_url": self.cfg.ws_url, "wss_url": self.cfg.wss_url}
 
     def authenticate(self, token: str) -> Principal | None:
         hashed = token_hash(token)

@@ -1,0 +1,596 @@
+// Branchline agent desktop (docs/DESK.md), served by the node at /desk/.
+//
+// Theory of operation
+// -------------------
+// Plain browser JavaScript, no framework and no build step. The page is static; what
+// it knows comes from the node's API on the same origin:
+//
+//   config.json                    the edge's SIP/WebSocket URLs (before sign-in)
+//   POST ../api/v1/agent-sessions  sign-in: {token, tenant, agent, extension, name}
+//   PUT  ../api/v1/agents/<me>/state, DELETE ../api/v1/agent-sessions/current
+//   GET  ../api/v1/acd             the wallboard snapshot (queues, agents, team)
+//   GET  ../api/v1/acd/events      server-sent events, read with fetch() because
+//                                  EventSource cannot send the Authorization header
+//
+// The live panel is drawn from the snapshot: fetched when the event stream connects,
+// again (debounced) after each event, and every REFRESH_MS for the other agents'
+// changes, which an agent's own stream does not carry. The agent's own state is
+// applied at once from its AgentStateChanged events; the time in state ticks locally.
+//
+// The softphone (softphone.js, the JsSIP bundle) registers as the agent's extension
+// with the SIP password typed at sign-in; an offer from the ACD rings it with the
+// call's data in the INVITE's X-BL-Data header (url-encoded key=value pairs: queue,
+// agent, language and what the IVR collected), shown as the screen pop.
+"use strict";
+
+(function () {
+  const LANGUAGES = ["en", "zh-Hans", "zh-Hant"];
+  const STATES = ["logged_out", "ready", "not_ready", "reserved", "talking", "hold",
+                  "wrap_up", "break"];
+  const OWN_REASONS = ["no_answer", "declined", "login"]; // the ACD's, not the tenant's
+  const REFRESH_MS = 5000;
+  const API = new URL("../api/v1/", window.location.href);
+
+  const $ = (id) => document.getElementById(id);
+  let labels = {};
+  let language = "en";
+  let config = { ws_url: null, wss_url: null };
+  let session = null; // {token, tenant, agent, extension, name, domain}
+  let phone = null;
+  let stream = null; // AbortController of the event stream
+  let refreshTimer = null;
+  let pollTimer = null;
+  let snapshot = null;
+  let own = { state: "", reason: "", since: 0 };
+  let call = { state: "idle", held: false, muted: false };
+  let phoneState = { key: "phone.off", vars: {} };
+  let streamState = "connecting";
+
+  // ------------------------------------------------------------------ labels
+  function t(key, vars) {
+    let text = Object.prototype.hasOwnProperty.call(labels, key) ? labels[key] : key;
+    for (const [name, value] of Object.entries(vars || {})) {
+      text = text.split(`{${name}}`).join(String(value));
+    }
+    return text;
+  }
+
+  function preferredLanguage() {
+    const saved = window.localStorage && window.localStorage.getItem("desk.language");
+    if (LANGUAGES.includes(saved)) return saved;
+    for (const tag of navigator.languages || [navigator.language || "en"]) {
+      const lower = tag.toLowerCase();
+      if (lower.startsWith("zh")) {
+        const traditional = /-(hant|tw|hk|mo)\b/.test(lower);
+        return traditional ? "zh-Hant" : "zh-Hans";
+      }
+      if (lower.startsWith("en")) return "en";
+    }
+    return "en";
+  }
+
+  async function setLanguage(wanted) {
+    const lang = LANGUAGES.includes(wanted) ? wanted : "en";
+    const resp = await fetch(`i18n/${lang}.json`, { cache: "no-store" });
+    if (!resp.ok) throw new Error(`labels ${lang}: HTTP ${resp.status}`);
+    labels = await resp.json();
+    language = lang;
+    document.documentElement.lang = lang;
+    $("language").value = lang;
+    if (window.localStorage) window.localStorage.setItem("desk.language", lang);
+    for (const el of document.querySelectorAll("[data-i18n]")) {
+      el.textContent = t(el.dataset.i18n);
+    }
+    for (const el of document.querySelectorAll("[data-i18n-label]")) {
+      el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+    }
+    renderAll();
+  }
+
+  // ------------------------------------------------------------------ API
+  class ApiError extends Error {
+    constructor(status, id, message) {
+      super(message || id);
+      this.status = status;
+      this.id = id;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = {};
+    if (session) headers.Authorization = `Bearer ${session.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(new URL(path, API), {
+      method, headers, cache: "no-store",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (resp.status === 204) return null;
+    const doc = await resp.json().catch(() => null);
+    if (!resp.ok) {
+      const err = (doc && doc.error) || {};
+      if (resp.status === 401 && session && path !== "agent-sessions") signedOutByNode();
+      throw new ApiError(resp.status, err.id || `http_${resp.status}`,
+                         err.message || resp.statusText);
+    }
+    return doc;
+  }
+
+  // ------------------------------------------------------------------ sign-in / out
+  async function signIn(event) {
+    event.preventDefault();
+    const domain = $("domain").value.trim();
+    const agent = $("agent").value.trim();
+    const password = $("password").value;
+    const sipPassword = $("sip-password").value;
+    $("sign-in-error").textContent = "";
+    if (!domain || !agent || !password) {
+      $("sign-in-error").textContent = t("signIn.missing");
+      return;
+    }
+    $("sign-in-button").disabled = true;
+    try {
+      const doc = await api("POST", "agent-sessions", { domain, agent, password });
+      session = Object.assign({ domain }, doc);
+    } catch (err) {
+      $("sign-in-error").textContent = err instanceof ApiError && err.status === 401
+        ? t("signIn.refused") : t("signIn.unreachable", { message: err.message });
+      return;
+    } finally {
+      $("sign-in-button").disabled = false;
+      $("password").value = "";
+    }
+    $("sign-in").hidden = true;
+    $("desk").hidden = false;
+    own = { state: "not_ready", reason: "login", since: performance.now() };
+    renderAll();
+    startPhone(sipPassword);
+    $("sip-password").value = "";
+    startEvents();
+    pollTimer = window.setInterval(refreshSnapshot, REFRESH_MS);
+    $("ready").focus();
+  }
+
+  async function signOut() {
+    try {
+      await api("DELETE", "agent-sessions/current");
+    } catch (err) {
+      // the session may already be gone on the node (restart, plan change): leave anyway
+      console.warn("desk: sign-out", err);
+    }
+    leave();
+  }
+
+  function signedOutByNode() {
+    leave();
+    $("sign-in-error").textContent = t("signIn.expired");
+  }
+
+  function leave() {
+    session = null;
+    if (stream) stream.abort();
+    stream = null;
+    window.clearInterval(pollTimer);
+    window.clearTimeout(refreshTimer);
+    stopPhone();
+    snapshot = null;
+    own = { state: "", reason: "", since: 0 };
+    $("desk").hidden = true;
+    $("sign-in").hidden = false;
+    $("break-result").textContent = "";
+    $("state-error").textContent = "";
+    renderAll();
+    $("password").focus();
+  }
+
+  // ------------------------------------------------------------------ state changes
+  async function changeState(state, reason) {
+    if (!session) return;
+    $("state-error").textContent = "";
+    $("break-result").textContent = "";
+    $("break-result").dataset.result = "";
+    try {
+      const doc = await api("PUT", `agents/${encodeURIComponent(session.agent)}/state`,
+                            reason === undefined ? { state } : { state, reason });
+      if (state === "break") {
+        $("break-result").dataset.result = doc.approved ? "approved" : "refused";
+        $("break-result").textContent = t(doc.approved ? "break.approved" : "break.refused");
+      }
+    } catch (err) {
+      $("state-error").textContent = err.id === "invalid_agent_transition"
+        ? t("state.refused") : err.message;
+    }
+    scheduleRefresh(0);
+  }
+
+  function notReadyReason() {
+    return $("reason-select").hidden ? $("reason-text").value.trim() : $("reason-select").value;
+  }
+
+  // ------------------------------------------------------------------ live panel
+  function scheduleRefresh(delay) {
+    window.clearTimeout(refreshTimer);
+    refreshTimer = window.setTimeout(refreshSnapshot, delay);
+  }
+
+  async function refreshSnapshot() {
+    if (!session) return;
+    try {
+      snapshot = await api("GET", "acd");
+    } catch (err) {
+      console.warn("desk: snapshot", err);
+      return;
+    }
+    const me = snapshot.agents.find((a) => a.id === session.agent);
+    if (me) {
+      own = { state: me.state, reason: me.reason,
+              since: performance.now() - 1000 * me.in_state };
+    }
+    renderAll();
+  }
+
+  function onEvent(type, doc) {
+    if (type === "AgentStateChanged" && session && doc.agent === session.agent) {
+      own = { state: doc.state, reason: doc.reason || "", since: performance.now() };
+      renderOwn();
+    }
+    scheduleRefresh(200);
+  }
+
+  // Read the server-sent events with fetch (EventSource cannot send a bearer token);
+  // reconnect with a growing delay while signed in.
+  async function startEvents() {
+    const controller = new AbortController();
+    stream = controller;
+    let delay = 1000;
+    while (session && stream === controller) {
+      try {
+        const resp = await fetch(new URL("acd/events", API), {
+          headers: { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" },
+          cache: "no-store", signal: controller.signal,
+        });
+        if (resp.status === 401) {
+          signedOutByNode();
+          return;
+        }
+        if (!resp.ok || !resp.body) throw new Error(`HTTP ${resp.status}`);
+        setStream("live");
+        delay = 1000;
+        refreshSnapshot();
+        await readEvents(resp.body);
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        console.warn("desk: event stream", err);
+      }
+      if (!session || stream !== controller) return;
+      setStream("retrying");
+      await new Promise((resolve) => window.setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 15000);
+    }
+  }
+
+  async function readEvents(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let type = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue; // a comment (keep-alive)
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") type = text;
+          else if (field === "data") data.push(text);
+        }
+        if (data.length) {
+          try {
+            onEvent(type, JSON.parse(data.join("\n")));
+          } catch (err) {
+            console.warn("desk: bad event", err);
+          }
+        }
+      }
+    }
+  }
+
+  function setStream(state) {
+    streamState = state;
+    renderStream();
+  }
+
+  // ------------------------------------------------------------------ softphone
+  function wsUrl() {
+    if (window.location.protocol === "https:") return config.wss_url; // ws:// is blocked
+    return config.ws_url || config.wss_url;
+  }
+
+  function startPhone(sipPassword) {
+    const url = wsUrl();
+    if (!url) return setPhone("phone.noWebsocket");
+    if (typeof window.Softphone !== "function") return setPhone("phone.noBundle");
+    if (!sipPassword || !session.extension) return setPhone("phone.noPassword");
+    setPhone("phone.connecting");
+    try {
+      phone = window.Softphone({
+        wsUrl: url, uri: `sip:${session.extension}@${session.domain}`,
+        password: sipPassword, displayName: session.name || session.agent,
+        remoteAudio: $("remote-audio"),
+      });
+    } catch (err) {
+      return setPhone("phone.failed", { cause: err.message });
+    }
+    const mine = phone;
+    const on = (name, fn) => mine.on(name, (detail) => {
+      if (phone === mine) fn(detail || {});
+    });
+    on("registered", () => setPhone("phone.registered"));
+    on("unregistered", () => setPhone("phone.unregistered"));
+    on("registrationFailed", (d) => setPhone("phone.failed", { cause: d.cause }));
+    on("disconnected", () => setPhone("phone.disconnected"));
+    on("incoming", () => setCall("ringing"));
+    on("progress", () => { if (call.state === "calling") setCall("calling"); });
+    on("confirmed", () => setCall("talking"));
+    on("hold", (d) => { if (d.originator === "local") setCall("talking", { held: true }); });
+    on("unhold", (d) => { if (d.originator === "local") setCall("talking", { held: false }); });
+    on("muted", () => setCall(call.state, { muted: true }));
+    on("unmuted", () => setCall(call.state, { muted: false }));
+    on("ended", () => endCall());
+    on("failed", () => endCall());
+    // The screen pop: JsSIP hands over the INVITE, whose X-BL-Data the softphone's own
+    // "incoming" event does not carry. A second call while busy is refused (486) by the
+    // softphone before this runs: its session has ended and is not shown.
+    mine.ua.on("newRTCSession", (e) => {
+      if (phone !== mine || e.originator !== "remote" || e.session.isEnded()) return;
+      showPop(e.request);
+    });
+    phone.register();
+  }
+
+  function stopPhone() {
+    const old = phone;
+    phone = null;
+    endCall();
+    setPhone("phone.off");
+    if (!old) return;
+    try {
+      if (old.registered) old.unregister();
+    } catch (err) {
+      console.warn("desk: unregister", err);
+    }
+    window.setTimeout(() => old.stop(), 500); // let the un-REGISTER leave first
+  }
+
+  function setPhone(key, vars) {
+    phoneState = { key, vars: vars || {} };
+    renderPhone();
+  }
+
+  function setCall(state, flags) {
+    call = Object.assign({}, call, { state }, flags || {});
+    if (state === "idle") call = { state: "idle", held: false, muted: false };
+    renderCall();
+  }
+
+  function endCall() {
+    setCall("idle");
+    $("screen-pop").hidden = true;
+  }
+
+  function showPop(request) {
+    const pop = $("pop-data");
+    for (const el of pop.querySelectorAll(".data")) el.remove();
+    const from = request.from;
+    const number = from && from.uri ? from.uri.user : "";
+    const name = from && from.display_name ? ` (${from.display_name})` : "";
+    $("pop-caller").textContent = `${number || t("pop.unknown")}${name}`;
+    const data = new URLSearchParams(request.getHeader("X-BL-Data") || "");
+    const known = ["queue", "language"];
+    const keys = [...known.filter((k) => data.has(k)),
+                  ...[...new Set(data.keys())].filter((k) => !known.includes(k)
+                                                          && k !== "agent")];
+    for (const key of keys) {
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.className = dd.className = "data";
+      dt.dataset.label = known.includes(key) ? `pop.${key}` : "";
+      dt.textContent = known.includes(key) ? t(`pop.${key}`) : key;
+      dd.dataset.key = key;
+      dd.textContent = data.getAll(key).join(", ");
+      pop.append(dt, dd);
+    }
+    $("screen-pop").hidden = false;
+  }
+
+  function phoneAction(fn) {
+    if (!phone) return;
+    try {
+      fn(phone);
+    } catch (err) {
+      $("state-error").textContent = err.message;
+    }
+  }
+
+  function pressKey(key) {
+    if (phone && call.state === "talking") phoneAction((p) => p.sendDTMF(key));
+    else $("number").value += key;
+  }
+
+  function dial(event) {
+    event.preventDefault();
+    const number = $("number").value.trim();
+    if (!number || !phone || call.state !== "idle") return;
+    phoneAction((p) => {
+      p.call(number);
+      setCall("calling");
+    });
+  }
+
+  // ------------------------------------------------------------------ rendering
+  function stateLabel(state, reason) {
+    if (!state) return "";
+    let text = STATES.includes(state) ? t(`state.${state}`) : state;
+    if (state === "not_ready" && reason) {
+      text += ` — ${OWN_REASONS.includes(reason) ? t(`reason.${reason}`) : reason}`;
+    }
+    return text;
+  }
+
+  function clock(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    const hours = Math.floor(s / 3600);
+    const mm = String(Math.floor((s % 3600) / 60));
+    const ss = String(s % 60).padStart(2, "0");
+    return hours ? `${hours}:${mm.padStart(2, "0")}:${ss}` : `${mm}:${ss}`;
+  }
+
+  function renderOwn() {
+    const el = $("own-state");
+    el.dataset.state = own.state;
+    el.dataset.reason = own.reason;
+    el.textContent = stateLabel(own.state, own.reason);
+    renderClock();
+  }
+
+  function renderClock() {
+    $("own-time").textContent = own.state ? clock((performance.now() - own.since) / 1000) : "";
+  }
+
+  function renderReasons() {
+    const codes = (snapshot && snapshot.not_ready_reasons) || [];
+    const select = $("reason-select");
+    const useSelect = codes.length > 0;
+    select.hidden = !useSelect;
+    $("reason-text").hidden = useSelect;
+    document.querySelector("label[for^='reason-']").htmlFor =
+      useSelect ? "reason-select" : "reason-text";
+    const kept = select.value;
+    select.replaceChildren(...["", ...codes].map((code) => {
+      const option = document.createElement("option");
+      option.value = code;
+      option.textContent = code || t("reason.none");
+      return option;
+    }));
+    if (["", ...codes].includes(kept)) select.value = kept;
+  }
+
+  function renderLive() {
+    const body = $("queues").tBodies[0];
+    const queues = snapshot ? snapshot.queues : [];
+    body.replaceChildren(...queues.map((q) => {
+      const row = document.createElement("tr");
+      row.dataset.queue = q.name;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = q.name;
+      row.append(th);
+      for (const [cls, value] of [["waiting", q.waiting], ["longest", clock(q.longest_wait)],
+                                  ["ready", q.ready]]) {
+        const td = document.createElement("td");
+        td.className = `n ${cls}`;
+        td.textContent = String(value);
+        row.append(td);
+      }
+      return row;
+    }));
+    const team = snapshot ? snapshot.team : {};
+    for (const [id, key] of [["team-logged-in", "logged_in"], ["team-ready", "ready"],
+                             ["team-busy", "busy"], ["team-not-ready", "not_ready"],
+                             ["team-on-break", "on_break"]]) {
+      $(id).textContent = String(team[key] || 0);
+    }
+  }
+
+  function renderPhone() {
+    const el = $("phone-status");
+    el.dataset.state = phoneState.key.replace(/^phone\./, "");
+    el.textContent = t(phoneState.key, phoneState.vars);
+  }
+
+  function renderCall() {
+    const el = $("call-status");
+    const shown = call.state === "talking" && call.held ? "held" : call.state;
+    el.dataset.state = shown;
+    el.textContent = t(`call.${shown}`);
+    $("pop-title").textContent = t(call.state === "ringing" ? "pop.title" : "pop.current");
+    const live = call.state === "talking";
+    $("answer").disabled = call.state !== "ringing";
+    $("hangup").disabled = call.state === "idle";
+    $("hold").disabled = !live;
+    $("mute").disabled = !live;
+    $("dial").disabled = !phone || call.state !== "idle";
+    $("hold").setAttribute("aria-pressed", String(call.held));
+    $("hold").textContent = t(call.held ? "call.resume" : "call.hold");
+    $("mute").setAttribute("aria-pressed", String(call.muted));
+    $("mute").textContent = t(call.muted ? "call.unmute" : "call.mute");
+  }
+
+  function renderStream() {
+    const el = $("stream-status");
+    el.dataset.state = streamState;
+    el.textContent = t(`stream.${streamState}`);
+  }
+
+  function renderAll() {
+    $("who").textContent = session ? t("signedInAs", {
+      agent: session.name || session.agent, tenant: session.tenant,
+      extension: session.extension || "?" }) : "";
+    for (const el of $("pop-data").querySelectorAll("dt.data")) {
+      if (el.dataset.label) el.textContent = t(el.dataset.label);
+    }
+    renderOwn();
+    renderReasons();
+    renderLive();
+    renderPhone();
+    renderCall();
+    renderStream();
+  }
+
+  // ------------------------------------------------------------------ start
+  async function start() {
+    $("sign-in-form").addEventListener("submit", signIn);
+    $("language").addEventListener("change", (e) => {
+      setLanguage(e.target.value).catch((err) => console.error("desk: labels", err));
+    });
+    $("ready").addEventListener("click", () => changeState("ready"));
+    $("not-ready").addEventListener("click", () => changeState("not_ready", notReadyReason()));
+    $("break").addEventListener("click", () => changeState("break"));
+    $("sign-out").addEventListener("click", signOut);
+    $("answer").addEventListener("click", () => phoneAction((p) => p.answer()));
+    $("hangup").addEventListener("click", () => phoneAction((p) => p.hangup()));
+    $("hold").addEventListener("click", () => phoneAction((p) => {
+      if (call.held) p.unhold(); else p.hold();
+    }));
+    $("mute").addEventListener("click", () => phoneAction((p) => {
+      if (call.muted) p.unmute(); else p.mute();
+    }));
+    $("dial-form").addEventListener("submit", dial);
+    for (const key of $("keypad").querySelectorAll("button[data-key]")) {
+      key.addEventListener("click", () => pressKey(key.dataset.key));
+    }
+    window.setInterval(renderClock, 1000);
+    window.addEventListener("pagehide", () => stopPhone());
+    try {
+      const resp = await fetch("config.json", { cache: "no-store" });
+      if (resp.ok) config = await resp.json();
+    } catch (err) {
+      console.warn("desk: config", err);
+    }
+    try {
+      await setLanguage(preferredLanguage());
+    } catch (err) {
+      console.error("desk: labels", err);
+      renderAll();
+    }
+    document.body.dataset.ready = "true";
+    $("domain").focus();
+  }
+
+  start();
+})();
