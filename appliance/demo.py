@@ -210,6 +210,8 @@ def web_manifest(cfg: NodeConfig) -> dict[str, Any]:
         out["wss_url"] = cfg.wss_url
     if out:
         out["softphone_js"] = str(SOFTPHONE_JS)
+    if cfg.api_port:
+        out["desk_url"] = f"http://{cfg.api_host}:{cfg.api_port}/desk/"  # agent desktop
     return out
 
 

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path("run"))
     parser.add_argument("--http-port", type=int, default=8090, help="controller web + API")
     parser.add_argument("--link-port", type=int, default=4433, help="node link (QUIC, UDP)")
+    parser.add_argument("--ws-port", type=int, default=8080,
+                        help="the node's SIP over WebSocket, for the desktop's softphone "
+                        "(0: off)")
     parser.add_argument("node_args", nargs=argparse.REMAINDER,
                         help="after --: options for the node (python -m appliance.demo)")
     args = parser.parse_args(argv)
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         node_cmd = [sys.executable, "-m", "appliance.demo", "--run-dir", str(run_root),
                     "--controller", f"127.0.0.1:{args.link_port}",
                     "--ca", str(state / "pki" / "ca.crt"), "--manifest-extra", str(extra_file),
-                    *[a for a in args.node_args if a != "--"]]
+                    "--ws-port", str(args.ws_port), *[a for a in args.node_args if a != "--"]]
         if "claim_code" in clear:
             node_cmd += ["--claim", clear["claim_code"]]
         node = subprocess.Popen(node_cmd)

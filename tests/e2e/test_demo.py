@@ -38,6 +38,7 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
     proc = ManagedProcess(
         "demo", [sys.executable, "-m", "controller.demo", "--run-dir", str(tmp_run),
                  "--http-port", str(http_port), "--link-port", str(free_udp_port("127.0.0.1")),
+                 "--ws-port", str(free_tcp_port("127.0.0.1")),
                  "--", "--sip-port", str(sip_port),
                  "--fs-port", str(free_port_pair("127.0.0.1")),
                  "--rtp-range", f"{low}-{high}", "--api-port",
@@ -60,7 +61,8 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
             admin = _token(ctl["api"], t["admin"]["user"], t["admin"]["password"])
             seen = _get(ctl["api"], "/tenants", admin)["items"]
             assert [x["id"] for x in seen] == [t["id"]]
-        assert m["sip"] == {"host": "127.0.0.1", "port": sip_port, "transports": ["udp", "tcp"]}
+        assert m["sip"] == {"host": "127.0.0.1", "port": sip_port,
+                            "transports": ["udp", "tcp", "ws"]}
         assert m["carrier"]["address"] == "127.0.0.2"
         assert len(m["tenants"]) >= 2
         domains = {t["domain"] for t in m["tenants"]}
@@ -87,6 +89,9 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
         plan_text = (tmp_run / "demo" / "plan.yaml").read_text()
         assert all(pin not in plan_text for pin in pins.values())
         assert acme["api_token"] not in plan_text
+        # the agent desktop and its softphone's WebSocket
+        assert m["web"]["desk_url"] == m["api"]["url"].removesuffix("/api/v1") + "/desk/"
+        assert m["web"]["ws_url"].startswith("ws://127.0.0.1:")
         # the queue and its agents: each agent signs in at the node with its password
         assert acme["queues"] == [{"name": "sales", "did": "+862088880088"}]
         alice = next(a for a in acme["agents"] if a["id"] == "alice")
