@@ -18,6 +18,8 @@ Prints the tables, writes ``run/bench/results.json`` and the results section of
 QUIC, against 1 node, see ``bench/planpush.py``); it prints its results.
 ``--acd``: instead, the ACD routing benchmark (routing decision latency at 1,000 and
 20,000 waiting callers with 5,000 agents, against 50 agents, see ``bench/acd.py``).
+``--fanout``: instead, the ACD event fan-out benchmark (an agent's state change reaching
+500 desktops' event streams on a real node, against 1, see ``bench/fanout.py``).
 Everything runs on 127.0.0.0/8, bounded in calls and time.
 """
 
@@ -76,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="plan changes of --planpush (--quick: 3)")
     p.add_argument("--acd", action="store_true",
                    help="run the ACD routing latency benchmark (bench/acd.py) instead")
+    p.add_argument("--fanout", action="store_true",
+                   help="run the ACD event fan-out benchmark (bench/fanout.py) instead")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -115,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import acd
         return acd.main(["--quick"] if args.quick else
                         ["--json", str(args.workdir / "acd.json")])
+    if args.fanout:
+        from bench import fanout
+        return fanout.main(["--quick"] if args.quick else
+                           ["--json", str(args.workdir / "fanout.json")])
     if args.ivr:
         from bench import ivr
         return ivr.run(args, args.workdir, None if args.no_write else args.doc)
