@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from appliance.acd import Acd, AgentConfig, Offer, QueueConfig, TenantAcdConfig
+from bench.latency import Latency, latency
 
 SKILLS = [f"s{i:02d}" for i in range(20)]
 STRATEGIES = ("longest_idle", "best_skill", "least_occupied", "round_robin")
@@ -53,13 +54,6 @@ OCCUPANCY = 0.85  # share of the agents kept talking by easy callers
 TARGET_P99_MS = 5.0
 TARGET_DEPTH_RATIO = 2.0
 
-
-@dataclass
-class Latency:
-    count: int = 0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
 
 
 @dataclass
@@ -73,16 +67,8 @@ class Run:
     kinds: dict[str, Latency] = field(default_factory=dict)
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def _latency(samples_ns: list[int]) -> Latency:
-    if not samples_ns:
-        return Latency()
-    ordered = sorted(s / 1e6 for s in samples_ns)
-    return Latency(len(ordered), round(_percentile(ordered, 0.5), 4),
-                   round(_percentile(ordered, 0.99), 4), round(ordered[-1], 4))
+    return latency((x / 1e6 for x in samples_ns), digits=4)
 
 
 def build_config(agents: int, queues: int, rng: random.Random) -> TenantAcdConfig:

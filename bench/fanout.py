@@ -33,18 +33,13 @@ from typing import Any
 
 import aiohttp
 
+from bench.latency import Latency, latency
+
 TARGET_P99_MS = 200.0
 CONNECT_TIMEOUT = 90.0  # all readers connected
 ROUND_TIMEOUT = 10.0  # every reader has a round's event
 AGENT = "alice"
 
-
-@dataclass
-class Latency:
-    count: int = 0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
 
 
 @dataclass
@@ -57,18 +52,6 @@ class Run:
     send_to_arrival: Latency = field(default_factory=Latency)
     publish_to_arrival: Latency = field(default_factory=Latency)
     put_ms: Latency = field(default_factory=Latency)  # the PUT's own response time
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def _latency(samples_ms: list[float]) -> Latency:
-    if not samples_ms:
-        return Latency()
-    ordered = sorted(samples_ms)
-    return Latency(len(ordered), round(_percentile(ordered, 0.5), 2),
-                   round(_percentile(ordered, 0.99), 2), round(ordered[-1], 2))
 
 
 def raise_open_files(needed: int) -> int:
@@ -200,8 +183,8 @@ async def run_one(label: str, api: str, tenant_token: str, agent_token: str,
             await asyncio.gather(*(r.task for r in pool if r.task is not None),
                                  return_exceptions=True)
     return Run(label, readers, rounds, connect_s, missing,
-               _latency(bench.send_to_arrival), _latency(bench.publish_to_arrival),
-               _latency(put_ms))
+               latency(bench.send_to_arrival), latency(bench.publish_to_arrival),
+               latency(put_ms))
 
 
 async def run_all(api: str, readers: int, rounds: int) -> list[Run]:

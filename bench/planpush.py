@@ -47,6 +47,7 @@ from sqlalchemy import select
 
 from appliance.link.client import LinkClient
 from appliance.plan import Plan
+from bench.latency import percentile
 from controller import crypto, nodes
 from controller import service as svc
 from controller.linkd import AckRecord, InMemoryBackend, LinkServer
@@ -97,12 +98,6 @@ class Result:
     max_ms: float
     plan_bytes: int
     enrol_s: float
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class _SimNode:
@@ -168,8 +163,8 @@ async def measure(server: LinkServer, backend: InMemoryBackend, ca: CertificateA
         await asyncio.gather(*(s.task for s in sims if s.task), return_exceptions=True)
     size = len(json.dumps(bench_plan(ids[0], 2)))
     return Result(label=label, nodes=nodes, rounds=rounds, count=len(latencies),
-                  p50_ms=1000 * _percentile(latencies, 0.50),
-                  p99_ms=1000 * _percentile(latencies, 0.99),
+                  p50_ms=1000 * percentile(sorted(latencies), 0.50),
+                  p99_ms=1000 * percentile(sorted(latencies), 0.99),
                   max_ms=1000 * max(latencies), plan_bytes=size, enrol_s=enrol_s)
 
 
