@@ -285,6 +285,8 @@ class Leg:
     queue: str | None = None  # A leg waiting in this ACD queue (hold prompt looping)
     offer: tuple[str, str] | None = None  # B leg ringing an agent: (contact, agent)
     offer_cancelled: bool = False  # the ACD ended that offer (we sent CANCEL)
+    announce_agent: bool = False  # B leg of an offer: say the agent's id to the caller first
+    bridge_after: Leg | None = None  # A leg: bridge to this agent once the prompt ends
 
 
 @dataclass(eq=False)
@@ -538,6 +540,11 @@ class B2bua:
         leg = self._legs.get(leg_id)
         if leg is not None and leg.queue is not None and leg.state == "up":
             self._hold_prompt(leg)  # the caller waits on: the hold prompt again
+            return
+        if leg is not None and leg.bridge_after is not None:
+            agent, leg.bridge_after = leg.bridge_after, None
+            if agent.state == "up" and leg.state == "up":
+                self._bridge(leg, agent, now)
             return
         if leg is not None and leg.ivr is not None:
             leg.ivr.prompt_done(now)
@@ -1076,7 +1083,7 @@ class B2bua:
                               ring_seconds=cmd.timeout + OFFER_GRACE)
             if b is None:
                 return
-            b.offer = (cmd.contact, cmd.agent)
+            b.offer, b.announce_agent = (cmd.contact, cmd.agent), cmd.announce_agent
         elif isinstance(cmd, CancelOffer):
             for b in list(call.legs if call is not None else ()):
                 if b.offer == (cmd.contact, cmd.agent) and b.state in ("calling", "ringing"):
@@ -1145,8 +1152,9 @@ class B2bua:
             self._trace(call, kind)
 
     def _offer_answered(self, b: Leg, a: Leg, now: float) -> bool:
-        """The agent answered an offer: the caller leaves the queue for the agent
-        (False: the offer had already ended, the agent's leg is released)."""
+        """The agent answered an offer: the caller leaves the queue for the agent. True:
+        bridge now; False: not now (the offer had already ended and the agent's leg is
+        released, or the caller first hears the agent's id: bridged when it ends)."""
         assert b.offer is not None
         contact, agent = b.offer
         acd = self.acd.get(b.call.tenant_id or "")
@@ -1162,6 +1170,11 @@ class B2bua:
         a.queue, a.peer = None, b
         self._commands.append(StopPlayback(a.id))
         self._trace(a.call, "agent_answered", agent=agent)
+        if b.announce_agent:  # R-5.2a: the caller hears who answers, then they talk
+            a.bridge_after = b
+            self._commands.append(PlayPrompts(a.id, a.call.tenant_id, (
+                {"tts": f"Agent {agent} will take your call."},), "en-us"))
+            return False
         return True
 
     def _offer_failed(self, b: Leg, status: int, now: float) -> None:
@@ -1395,7 +1408,12 @@ class B2bua:
             return
         assert a is not None
         if b.offer is not None and not self._offer_answered(b, a, now):
-            return
+            return  # refused, or the caller first hears who answers (then _bridge)
+        self._bridge(a, b, now)
+
+    def _bridge(self, a: Leg, b: Leg, now: float) -> None:
+        """``b`` answered for ``a``: they talk (a flow's transfer is done)."""
+        call = a.call
         if a.ivr is not None:
             a.ivr.transfer_answered(now)
             self._drive_ivr(a, now)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import AcdNotice, B2bua, PlayPrompts, WriteCdr
+from appliance.pbx.b2bua import AcdNotice, B2bua, BridgeMedia, PlayPrompts, WriteCdr
 from appliance.plan import Plan, PlanError
 from appliance.sip.message import Request, make_response, parse_message
 from tests.pbx.test_b2bua import invite
@@ -199,3 +199,22 @@ def test_an_agents_phone_calls_out_only_while_the_agent_is_signed_in() -> None:
     c.receive(make_response(to_alice, 486, to_tag="x").to_bytes(), EDGE, 5.0)
     [to_bob] = invites(c)
     assert to_bob.uri.user == "1002"
+
+
+def test_the_caller_hears_the_agents_id_before_they_talk() -> None:
+    doc = plan_doc({"queue": "sales"})
+    doc["tenants"][0]["queues"][0]["announce_agent"] = True
+    c = B2bua(plan=Plan.from_dict(doc), local_ip="127.0.0.1", local_port=5080, edge=EDGE,
+              media_ip="127.0.0.1", ports=PortPool(30000, 30100))
+    c.receive(invite("sip:+862088880070@127.0.0.1", "trunk;name=carrier"), EDGE, 1.0)
+    c.agent_action("acme", lambda acd: acd.login("alice", 2.0, ready=True), 2.0)
+    [to_alice] = invites(c)
+    c.commands()
+    answer(c, to_alice, 3.0, "1001")
+    out = c.commands()
+    assert not any(isinstance(x, BridgeMedia) for x in out)
+    said = [x for x in out if isinstance(x, PlayPrompts)]
+    assert said and said[-1].prompts[0] == {"tts": "Agent alice will take your call."}
+    c.playback_finished(said[-1].leg, 5.0)
+    assert any(isinstance(x, BridgeMedia) for x in c.commands())
+    assert c.acd["acme"].agent("alice", 5.0).state == "talking"
