@@ -110,14 +110,15 @@ class AgentDesk:
             if tenant is not None else None
         return {"extension": agent.extension, "name": agent.name} if agent else {}
 
-    def session(self, token: str) -> AgentSession | None:
-        found = self._sessions.get(token_hash(token))
+    def session(self, hashed: str) -> AgentSession | None:
+        """The session of a token, by its ``token_hash`` (the caller has it already)."""
+        found = self._sessions.get(hashed)
         if found is None:
             return None
         tenant = self._plan().tenant(found.tenant_id)
         if tenant is None or found.tenant_id not in self.core.acd or \
                 not any(a.id == found.agent_id for a in tenant.agents):
-            self._sessions.pop(token_hash(token), None)  # the plan dropped the agent
+            self._sessions.pop(hashed, None)  # the plan dropped the agent
             return None
         return found
 

@@ -319,7 +319,7 @@ class Node:
         hashed = token_hash(token)
         if hashed in self.plan.api_tokens:
             return Principal(None, "operator")
-        session = self.agents.session(token)
+        session = self.agents.session(hashed)
         if session is not None:
             return Principal(session.tenant_id, f"agent {session.agent_id}",
                              agent=session.agent_id)

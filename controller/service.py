@@ -268,7 +268,8 @@ def update_tenant(s: Session, actor: Actor, tenant_id: str, changes: dict[str, A
         if tenant.limits["ivr_flows"] and flows > tenant.limits["ivr_flows"]:
             raise QuotaExceeded(f"{tenant.id} has {flows} IVR flows: remove some before "
                                 f"lowering the limit to {tenant.limits['ivr_flows']}")
-    _check_tenant_plan(s, tenant)
+    if set(changes) & {"status", "limits", "treatments"}:  # name, language: not in plans
+        _check_tenant_plan(s, tenant)
     _audit(s, actor, tenant.id, "update", f"tenant/{tenant.id}", before, tenant_doc(tenant))
     return tenant
 

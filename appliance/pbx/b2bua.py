@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from appliance.acd.commands import Announce, CancelCallback, CancelOffer, ExitQueue, Offer
+from appliance.acd.commands import Announce, CancelOffer, ExitQueue, Offer, PlaceCallback
 from appliance.acd.commands import Command as AcdCommand
 from appliance.acd.core import Acd
 from appliance.acd.errors import AcdError
@@ -1094,7 +1094,9 @@ class B2bua:
                             self.layer.cancel(b.client_key, now)
                         except SipError:
                             pass
-        elif isinstance(cmd, Announce) and a is not None and a.queue is not None:
+        elif isinstance(cmd, Announce):
+            if a is None or a.queue is None:
+                return  # answered or gone meanwhile
             prompts: list[Mapping[str, Any]] = [
                 {"tts": f"You are number {cmd.position} in line."}]
             if cmd.ewt_seconds is not None:
@@ -1104,17 +1106,18 @@ class B2bua:
             self._commands.append(StopPlayback(a.id))
             self._commands.append(PlayPrompts(a.id, a.call.tenant_id, tuple(prompts),
                                               "en-us"))
-        elif isinstance(cmd, ExitQueue) and a is not None and call is not None:
-            a.queue = None
+        elif isinstance(cmd, ExitQueue):
+            if a is None:
+                return
+            a.queue, a.peer = None, None
             self._commands.append(StopPlayback(a.id))
-            self._trace(call, "queue_exit", queue=cmd.queue, reason=cmd.reason)
-            a.peer = None
+            self._trace(a.call, "queue_exit", queue=cmd.queue, reason=cmd.reason)
             self._give_back(a, 408, now)
-        elif isinstance(cmd, CancelCallback):
-            pass  # callbacks are not placed by this node yet (none is ever started)
-        elif not isinstance(cmd, Announce | ExitQueue):  # PlaceCallback
-            self._trace_acd(cmd.contact, "callback_unsupported")
+        elif isinstance(cmd, PlaceCallback):  # this node places no callbacks yet
+            if call is not None:
+                self._trace(call, "callback_unsupported")
             acd.callback_failed(cmd.contact, now)
+        # CancelCallback: no callback is ever placed, so none is to be stopped
 
     def _give_back(self, leg: Leg, status: int, now: float) -> None:
         """A transfer of the caller on ``leg`` failed with ``status``: the flow takes the
@@ -1145,11 +1148,6 @@ class B2bua:
             acd.start_outbound(agent, now)
             call.outbound_agent = agent
         return True
-
-    def _trace_acd(self, contact: str, kind: str) -> None:
-        call = self.calls.get(contact)
-        if call is not None:
-            self._trace(call, kind)
 
     def _offer_answered(self, b: Leg, a: Leg, now: float) -> bool:
         """The agent answered an offer: the caller leaves the queue for the agent. True:
