@@ -10,12 +10,16 @@ queue changes, offers, no-answers, breaks) is appended to ``acd-events.jsonl`` (
 its tenant) and handed to the live subscribers of that tenant: the desktops and
 wallboards reading ``GET /api/v1/acd/events``. A subscriber that does not keep up
 loses its oldest events (it is told how many), never the node's memory.
+
+Every published event is also counted in the tenant's daily statistics records
+(:class:`appliance.daily.DailyRecords`, ``acd-daily/`` beside the event log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import logging
 import secrets
@@ -26,12 +30,14 @@ from typing import Any, TextIO
 
 from appliance.acd.core import Acd
 from appliance.acd.events import AcdEvent
+from appliance.daily import FLUSH_EVERY, DailyRecords
 from appliance.passwords import verify
-from appliance.pbx.b2bua import B2bua
+from appliance.pbx.b2bua import B2bua, Monitor, MonitorError
 from appliance.plan import Plan, token_hash
 
 log = logging.getLogger("branchline.agents")
 QUEUE_DEPTH = 1000  # events kept per slow subscriber
+DAILY_DIR = "acd-daily"  # next to acd-events.jsonl
 
 STATES = ("ready", "not_ready", "break", "logged_out")
 
@@ -40,6 +46,12 @@ STATES = ("ready", "not_ready", "break", "logged_out")
 class AgentSession:
     tenant_id: str
     agent_id: str
+    supervisor: bool = False  # as the plan says now (see ``session``)
+
+
+def monitor_doc(mon: Monitor) -> dict[str, str]:
+    return {"id": mon.id, "agent": mon.agent, "supervisor": mon.supervisor,
+            "mode": mon.mode, "state": mon.state}
 
 
 def event_doc(ev: AcdEvent) -> dict[str, Any]:
@@ -68,13 +80,23 @@ class Subscription:
 
 
 class AgentDesk:
+    """``timezone``: the zoneinfo name the daily records' dates are in; ``clock``: the
+    wall clock (epoch seconds) stamped on events as ``wall``. Building the desk replays
+    the day's events (blocking: run it before serving)."""
+
     def __init__(self, core: B2bua, plan: Callable[[], Plan], flush: Callable[[], None],
-                 events_path: Path) -> None:
+                 events_path: Path, *, timezone: str = "UTC", daily_dir: Path | None = None,
+                 clock: Callable[[], float] = time.time,
+                 flush_every: int = FLUSH_EVERY) -> None:
         self.core, self._plan, self._flush = core, plan, flush
         self.events_path = events_path
+        self._clock = clock
         self._sessions: dict[str, AgentSession] = {}  # sha256 of the token -> session
         self._subscribers: set[Subscription] = set()
         self._fh: TextIO | None = None
+        self.records = DailyRecords(
+            events_path, daily_dir if daily_dir is not None else events_path.parent / DAILY_DIR,
+            target=self._target, timezone=timezone, clock=clock, flush_every=flush_every)
 
     # ----------------------------------------------------------------- sessions
     def check_password(self, domain: str, agent_id: str, password: str) -> str | None:
@@ -102,25 +124,28 @@ class AgentDesk:
             self.act(tenant_id, lambda a: a.login(agent_id, time.monotonic()))
         return token
 
-    def profile(self, tenant_id: str, agent_id: str) -> dict[str, str]:
+    def profile(self, tenant_id: str, agent_id: str) -> dict[str, Any]:
         """What the agent's desktop shows and registers as: its extension (the phone or
         the desktop's softphone) and its name ({} for an agent the plan does not have)."""
         tenant = self._plan().tenant(tenant_id)
         agent = next((a for a in tenant.agents if a.id == agent_id), None) \
             if tenant is not None else None
-        return {"extension": agent.extension, "name": agent.name} if agent else {}
+        return {"extension": agent.extension, "name": agent.name,
+                "supervisor": agent.supervisor} if agent else {}
 
     def session(self, hashed: str) -> AgentSession | None:
-        """The session of a token, by its ``token_hash`` (the caller has it already)."""
+        """The session of a token, by its ``token_hash`` (the caller has it already),
+        with the agent's supervisor flag as the current plan has it."""
         found = self._sessions.get(hashed)
         if found is None:
             return None
         tenant = self._plan().tenant(found.tenant_id)
-        if tenant is None or found.tenant_id not in self.core.acd or \
-                not any(a.id == found.agent_id for a in tenant.agents):
+        agent = next((a for a in tenant.agents if a.id == found.agent_id), None) \
+            if tenant is not None else None
+        if agent is None or found.tenant_id not in self.core.acd:
             self._sessions.pop(hashed, None)  # the plan dropped the agent
             return None
-        return found
+        return dataclasses.replace(found, supervisor=agent.supervisor)
 
     def sign_out(self, token: str) -> None:
         found = self._sessions.pop(token_hash(token), None)
@@ -136,15 +161,18 @@ class AgentDesk:
         finally:
             self._flush()
 
-    def set_state(self, tenant_id: str, agent_id: str, state: str, reason: str) -> bool:
-        """An agent's own change (or a supervisor's): ready, not_ready (with a reason
-        code), break (a request: False when refused), logged_out. ACD errors (unknown
-        agent, a change its state does not allow) propagate."""
+    def set_state(self, tenant_id: str, agent_id: str, state: str, reason: str, *,
+                  forced: bool = False) -> bool:
+        """An agent's own change (or, ``forced``, a supervisor's: not ready then has the
+        reason ``supervisor``): ready, not_ready (with a reason code), break (a request:
+        False when refused), logged_out. ACD errors (unknown agent, a change its state
+        does not allow) propagate."""
         now = time.monotonic
         if state == "ready":
             self.act(tenant_id, lambda a: a.set_ready(agent_id, now()))
         elif state == "not_ready":
-            self.act(tenant_id, lambda a: a.set_not_ready(agent_id, reason, now()))
+            self.act(tenant_id, lambda a: a.set_not_ready(agent_id, reason, now(),
+                                                          forced=forced))
         elif state == "break":
             return bool(self.act(tenant_id, lambda a: a.request_break(agent_id, now())))
         elif state == "logged_out":
@@ -152,6 +180,39 @@ class AgentDesk:
         else:
             raise ValueError(f"state among {', '.join(STATES)}")
         return True
+
+    # ----------------------------------------------------------------- monitoring
+    def monitor(self, tenant_id: str, agent_id: str, supervisor_id: str, mode: str
+                ) -> dict[str, str]:
+        """A supervisor joins an agent's call (``MonitorError`` when refused)."""
+        try:
+            return monitor_doc(self.core.monitor(tenant_id, agent_id, supervisor_id, mode,
+                                                 time.monotonic()))
+        finally:
+            self._flush()
+
+    def monitors(self, tenant_id: str) -> list[dict[str, str]]:
+        return [monitor_doc(m) for m in self.core.monitors.values()
+                if m.tenant_id == tenant_id]
+
+    def set_monitor_mode(self, tenant_id: str, monitor_id: str, mode: str) -> dict[str, str]:
+        self._own_monitor(tenant_id, monitor_id)
+        try:
+            return monitor_doc(self.core.set_monitor_mode(monitor_id, mode, time.monotonic()))
+        finally:
+            self._flush()
+
+    def stop_monitor(self, tenant_id: str, monitor_id: str) -> None:
+        self._own_monitor(tenant_id, monitor_id)
+        try:
+            self.core.stop_monitor(monitor_id, time.monotonic())
+        finally:
+            self._flush()
+
+    def _own_monitor(self, tenant_id: str, monitor_id: str) -> None:
+        found = self.core.monitors.get(monitor_id)
+        if found is None or found.tenant_id != tenant_id:  # another tenant's: none
+            raise MonitorError(404, "not_found", f"no monitoring {monitor_id}")
 
     def snapshot(self, tenant_id: str) -> dict[str, Any] | None:
         acd = self.core.acd.get(tenant_id)
@@ -162,7 +223,7 @@ class AgentDesk:
 
     # ----------------------------------------------------------------- events
     def publish(self, ev: AcdEvent) -> None:
-        doc = {"wall": round(time.time(), 3), **event_doc(ev)}
+        doc = {"wall": round(self._clock(), 3), **event_doc(ev)}
         try:
             if self._fh is None:
                 self._fh = open(self.events_path, "a", encoding="utf-8")
@@ -170,6 +231,10 @@ class AgentDesk:
             self._fh.flush()
         except OSError as exc:
             log.error("cannot store ACD event: %s", exc)
+        try:
+            self.records.count(ev.tenant_id, doc)
+        except Exception:  # the statistics never stop the live events
+            log.exception("ACD event not counted in the daily statistics")
         for sub in list(self._subscribers):
             if sub.tenant_id == ev.tenant_id:
                 sub.offer(doc)
@@ -183,9 +248,27 @@ class AgentDesk:
         self._subscribers.discard(sub)
 
     def close(self) -> None:
+        """Stop: the days held are written (open states counted up to now)."""
+        self.records.write(everything=True)
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    # ----------------------------------------------------------------- daily records
+    async def daily(self, tenant_id: str, day: dt.date | str | None = None,
+                    agent: str | None = None) -> dict[str, Any] | None:
+        """The tenant's daily records (``DailyRecords.day``); None: it has no queues."""
+        if tenant_id not in self.core.acd:
+            return None
+        return await self.records.day(tenant_id, day, agent)
+
+    def _target(self, tenant_id: str, queue: str) -> float | None:
+        """A queue's service level target, from the tenant's ACD configuration now."""
+        acd = self.core.acd.get(tenant_id)
+        if acd is None:
+            return None
+        cfg = next((q for q in acd.config.queues if q.name == queue), None)
+        return None if cfg is None else cfg.service_level_target
 
 
 # verified against when the agent is unknown, so both answers take the same time

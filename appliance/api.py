@@ -73,13 +73,17 @@ Routes (all JSON except the audio; errors are
   (binary or text), checked (compiles, no imports, the ABI) before it is stored, 201
 - ``POST   /api/v1/agent-sessions`` (no token), ``DELETE /api/v1/agent-sessions/current``,
   ``PUT /api/v1/agents/{agent}/state``, ``GET /api/v1/acd``, ``GET /api/v1/acd/events``
-  (server-sent events): agents and the wallboard (docs/API.md)
+  (server-sent events), ``GET /api/v1/acd/daily?date=``: agents and the wallboard
+  (docs/API.md)
+- ``GET|POST /api/v1/monitors``, ``PUT|DELETE /api/v1/monitors/{id}``: a supervisor
+  listens to, whispers to or barges into an agent's call (docs/API.md)
 
 The agent desktop (no token: static files; the page signs in with the agent's
 password and then sends its session token like any client):
 
 - ``GET    /desk/``                  the page (``web/desk/index.html``)
-- ``GET    /desk/desk.js``, ``/desk/desk.css``, ``/desk/i18n/{en,zh-Hans,zh-Hant}.json``
+- ``GET    /desk/desk.js``, ``/desk/supervisor.js``, ``/desk/desk.css``,
+  ``/desk/i18n/{en,zh-Hans,zh-Hant}.json``
 - ``GET    /desk/softphone.js``      the built JsSIP bundle (404 ``softphone_not_built``)
 - ``GET    /desk/config.json``       ``{"ws_url", "wss_url"}``: the edge's SIP/WebSocket
 
@@ -133,7 +137,7 @@ from appliance.ivr.voicemail import (
     VoicemailError,
     VoicemailStore,
 )
-from appliance.pbx.b2bua import CallRefused
+from appliance.pbx.b2bua import MONITOR_MODES, CallRefused, MonitorError
 from appliance.storage import quota_bytes
 from appliance.trace import read_trace
 from appliance.web import DESK_DIR, DESK_LANGUAGES, SOFTPHONE_JS
@@ -177,6 +181,7 @@ class Principal:
     name: str
     suspended: bool = False
     agent: str | None = None  # an agent's desktop session: that agent only
+    supervisor: bool = False  # that agent is a supervisor: the whole tenant's ACD
 
 
 class ApiBackend(Protocol):
@@ -675,7 +680,7 @@ async def _agent_sign_out(request: web.Request) -> web.Response:
 async def _agent_state(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     agent = request.match_info["agent"]
-    if principal.agent not in (None, agent):
+    if principal.agent not in (None, agent) and not principal.supervisor:
         raise _not_found(f"no agent {agent}")  # another agent: not yours to see
     tenant = _required_tenant(request)
     body = await _read_json_object(request)
@@ -683,7 +688,8 @@ async def _agent_state(request: web.Request) -> web.Response:
     if state not in STATES or not isinstance(reason, str):
         raise _bad(f'the body is {{"state": one of {", ".join(STATES)}, "reason": code}}')
     try:
-        approved = request.app[BACKEND].agents.set_state(tenant, agent, state, reason)
+        approved = request.app[BACKEND].agents.set_state(
+            tenant, agent, state, reason, forced=principal.agent != agent)
     except KeyError:
         raise _not_found(f"{tenant} has no queues") from None
     except AcdError as exc:
@@ -699,6 +705,23 @@ async def _acd_snapshot(request: web.Request) -> web.Response:
     return web.json_response(snap)
 
 
+async def _acd_daily(request: web.Request) -> web.Response:
+    """The tenant's daily statistics record of ``?date=YYYY-MM-DD`` (today by default):
+    ``{date, timezone, final, agents, queues}``; an agent's session (not a
+    supervisor's) gets its own agent record and the queues'."""
+    principal = request[PRINCIPAL]
+    tenant = _required_tenant(request)
+    try:
+        doc = await request.app[BACKEND].agents.daily(
+            tenant, request.query.get("date"),
+            None if principal.supervisor else principal.agent)
+    except ValueError as exc:
+        raise _bad(f"date: {exc}") from None
+    if doc is None:
+        raise _not_found(f"{tenant} has no queues")
+    return web.json_response(doc)
+
+
 async def _acd_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: every ACD event of the tenant (an agent: its own and the
     queues'), as they happen, until the client goes."""
@@ -710,7 +733,7 @@ async def _acd_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: "text/event-stream",
                                            hdrs.CACHE_CONTROL: "no-store"})
     await response.prepare(request)
-    sub = desk.subscribe(tenant, principal.agent)
+    sub = desk.subscribe(tenant, None if principal.supervisor else principal.agent)
     task = asyncio.current_task()
     streams = request.app[STREAMS]
     if task is not None:
@@ -735,6 +758,72 @@ async def _acd_events(request: web.Request) -> web.StreamResponse:
             streams.discard(task)
         desk.unsubscribe(sub)
     return response
+
+
+# --------------------------------------------------------------------------- monitoring
+def _supervisor(request: web.Request, body: Mapping[str, Any] | None = None) -> str:
+    """Who monitors: the supervisor's own session, or one the tenant's admin names."""
+    principal = request[PRINCIPAL]
+    if principal.agent is not None:
+        if not principal.supervisor:
+            raise ApiError(403, "forbidden", "only a supervisor monitors calls")
+        return principal.agent
+    named = (body or {}).get("supervisor")
+    if body is not None and not (isinstance(named, str) and named):
+        raise _bad('an administrator names the "supervisor" whose phone joins the call')
+    return str(named or "")
+
+
+def _monitor_error(exc: MonitorError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message)
+
+
+async def _monitors(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    _supervisor(request)
+    return web.json_response({"monitors": request.app[BACKEND].agents.monitors(tenant)})
+
+
+async def _start_monitor(request: web.Request) -> web.Response:
+    """A supervisor listens to, whispers to or barges into an agent's call: the node
+    rings the supervisor's extension (the desktop's softphone) and mixes it in."""
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    supervisor = _supervisor(request, body)
+    agent, mode = body.get("agent"), body.get("mode", "listen")
+    if not isinstance(agent, str) or not isinstance(mode, str):
+        raise _bad(f'the body is {{"agent", "mode": one of {", ".join(MONITOR_MODES)}}}')
+    try:
+        doc = request.app[BACKEND].agents.monitor(tenant, agent, supervisor, mode)
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    _audit(request, tenant, "%s monitors %s (%s)", supervisor, agent, mode)
+    return web.json_response(doc, status=201)
+
+
+async def _change_monitor(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    _supervisor(request)
+    body = await _read_json_object(request)
+    mode = body.get("mode")
+    if not isinstance(mode, str):
+        raise _bad(f'the body is {{"mode": one of {", ".join(MONITOR_MODES)}}}')
+    try:
+        doc = request.app[BACKEND].agents.set_monitor_mode(
+            tenant, request.match_info["monitor"], mode)
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    return web.json_response(doc)
+
+
+async def _stop_monitor(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    _supervisor(request)
+    try:
+        request.app[BACKEND].agents.stop_monitor(tenant, request.match_info["monitor"])
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    return web.Response(status=204)
 
 
 async def _end_streams(app: web.Application) -> None:
@@ -832,9 +921,15 @@ def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Applicat
     r.add_put("/api/v1/agents/{agent}/state", _agent_state)
     r.add_get("/api/v1/acd", _acd_snapshot)
     r.add_get("/api/v1/acd/events", _acd_events)
+    r.add_get("/api/v1/acd/daily", _acd_daily)
+    r.add_get("/api/v1/monitors", _monitors)
+    r.add_post("/api/v1/monitors", _start_monitor)
+    r.add_put("/api/v1/monitors/{monitor}", _change_monitor)
+    r.add_delete("/api/v1/monitors/{monitor}", _stop_monitor)
     r.add_get("/desk", _desk_redirect, name="desk_redirect")
     r.add_get("/desk/", _desk_static, name="desk_page")
-    r.add_get(r"/desk/{file:desk\.(?:js|css)}", _desk_static, name="desk_files")
+    r.add_get(r"/desk/{file:(?:desk\.(?:js|css)|supervisor\.js)}", _desk_static,
+              name="desk_files")
     r.add_get("/desk/i18n/{language}.json", _desk_static, name="desk_labels")
     r.add_get("/desk/softphone.js", _desk_softphone, name="desk_softphone")
     r.add_get("/desk/config.json", _desk_config, name="desk_config")

@@ -44,7 +44,8 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
         "tenants": {t: {"api_token": secrets.token_urlsafe(24),
                         "mailboxes": {box: f"{secrets.randbelow(10**6):06d}" for box in boxes},
                         "agents": {agent: pw() for agent in agents}}
-                    for t, boxes, agents in (("acme", ("1001", "1002"), ("alice", "bob")),
+                    for t, boxes, agents in (("acme", ("1001", "1002"),
+                                              ("alice", "bob", "sue")),
                                              ("globex", ("2001",), ()))},
     }
 
@@ -69,10 +70,12 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
                 "extensions": [
                     {"number": "1001", "password": pw(), "name": "Acme Alice"},
                     {"number": "1002", "password": pw(), "name": "Acme Bob"},
+                    {"number": "1003", "password": pw(), "name": "Acme Sue"},
                 ],
                 "dids": [
                     {"number": "+862088880001", "target": "1001"},
                     {"number": "+862088880002", "target": "1002"},
+                    {"number": "+862088880003", "target": "1003"},
                     {"number": "+862088880099", "target": "echo"},
                     {"number": "+862088880077", "target": "flow:acme-main"},
                     {"number": "+862088880078", "target": "flow:sys-voicemail"},
@@ -82,7 +85,9 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
                 "agents": [{"id": "alice", "extension": "1001", "name": "Acme Alice",
                             "skills": {"sales": 5}, "password": agent_password("acme", "alice")},
                            {"id": "bob", "extension": "1002", "name": "Acme Bob",
-                            "skills": {"sales": 3}, "password": agent_password("acme", "bob")}],
+                            "skills": {"sales": 3}, "password": agent_password("acme", "bob")},
+                           {"id": "sue", "extension": "1003", "name": "Acme Sue",
+                            "supervisor": True, "password": agent_password("acme", "sue")}],
                 "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 15,
                             "strategy": "best_skill", "max_wait": 120,
                             "announce_position_every": 30}],
@@ -143,6 +148,7 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
     carrier = plan.trunk("carrier")
     clear = read_secrets(plan_file)
     own = clear.get("tenants", {})
+    desk_url = web_manifest(cfg).get("desk_url")
     return {
         "sip": {"host": cfg.sip_host, "port": cfg.sip_port,
                 "transports": ["udp", "tcp"] + ["ws"] * bool(cfg.ws_port)
@@ -173,9 +179,14 @@ def manifest(plan: Plan, cfg: NodeConfig, plan_file: Path, pid_file: Path) -> di
                 "queues": [{"name": q.name, **({"did": did} if (did := next(
                     (d.number for d in t.dids if d.target == f"queue:{q.name}"), None)) else {})}
                     for q in t.queues],
-                "agents": [{"id": a.id, "extension": a.extension,
-                            **({"password": pw} if (pw := own.get(t.id, {}).get(
-                                "agents", {}).get(a.id)) else {})} for a in t.agents],
+                "agents": (agents := [
+                    {"id": a.id, "extension": a.extension, "supervisor": a.supervisor,
+                     **({"url": desk_url} if desk_url else {}),
+                     **({"password": pw} if (pw := own.get(t.id, {}).get(
+                         "agents", {}).get(a.id)) else {})} for a in t.agents]),
+                # the supervisor's desk login (the same page shows the supervisor's panel)
+                **({"supervisor": sup} if (sup := next(
+                    (a for a in agents if a["supervisor"]), None)) else {}),
             }
             for t in plan.tenants
         ],

@@ -322,7 +322,7 @@ class Node:
         session = self.agents.session(hashed)
         if session is not None:
             return Principal(session.tenant_id, f"agent {session.agent_id}",
-                             agent=session.agent_id)
+                             agent=session.agent_id, supervisor=session.supervisor)
         for tenant in self.plan.tenants:
             if hashed in tenant.api_tokens:
                 return Principal(tenant.id, f"{tenant.id} admin", suspended=tenant.suspended)

@@ -108,19 +108,23 @@ class Agent:
     password: str = field(default="", repr=False)
     auto_answer: bool = False
     break_group: str = ""
+    supervisor: bool = False  # may watch the tenant's ACD, force states, monitor calls
 
 
 @dataclass(frozen=True)
 class Queue:
     """A queue of agents a flow can transfer to; ``acd`` is its ACD configuration
     (strategy, priority, wrap-up, limits, overflow...: appliance/acd/model.py) and
-    ``skills`` what its contacts require (``{skill: minimum level}``)."""
+    ``skills`` what its contacts require (``{skill: minimum level}``);
+    ``callback_key`` the key a waiting caller presses to be called back (queues with
+    ``callback_allowed``, docs/ACD.md)."""
 
     name: str
     agents: tuple[str, ...]
     ring_seconds: float = 15.0
     acd: QueueConfig | None = None
     skills: Mapping[str, int] = field(default_factory=dict)
+    callback_key: str = "*"
 
 
 @dataclass(frozen=True)
@@ -454,10 +458,12 @@ class Plan:
                     "limits": t.limits.to_dict(),
                     "agents": [{"id": a.id, "extension": a.extension, "name": a.name,
                                 "skills": dict(a.skills), "password": a.password,
-                                "auto_answer": a.auto_answer, "break_group": a.break_group}
+                                "auto_answer": a.auto_answer, "break_group": a.break_group,
+                                "supervisor": a.supervisor}
                                for a in t.agents],
                     "queues": [{"name": q.name, "agents": list(q.agents),
                                 "ring_seconds": q.ring_seconds, "skills": dict(q.skills),
+                                "callback_key": q.callback_key,
                                 **_queue_doc(q)} for q in t.queues],
                     **({"acd": {"max_on_break": t.acd.max_on_break,
                                 "break_groups": dict(t.acd.break_groups),
@@ -631,7 +637,8 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         agents.append(Agent(_str(a, "id", p, _AGENT_RE), ext, str(a.get("name", "")),
                             skills=_mapping(a, "skills", p), password=password,
                             auto_answer=a.get("auto_answer", False) is True,
-                            break_group=_opt_str(a, "break_group", p)))
+                            break_group=_opt_str(a, "break_group", p),
+                            supervisor=_bool(a, "supervisor", p)))
     _unique(f"{path}.agents", [a.id for a in agents])
     queues = []
     for i, q in enumerate(_list(doc, "queues", path)):
@@ -643,9 +650,12 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         ring = q.get("ring_seconds", 15.0)
         if isinstance(ring, bool) or not isinstance(ring, int | float) or not 1 <= ring <= 300:
             raise PlanError(f"{p}.ring_seconds", "must be between 1 and 300")
+        key = q.get("callback_key", "*")
+        if not isinstance(key, str) or len(key) != 1 or key not in "0123456789*#":
+            raise PlanError(f"{p}.callback_key", "one key among 0-9, * and #")
         queues.append(Queue(_str(q, "name", p, _ID_RE), tuple(members), float(ring),
                             acd=_queue_config(q, p, float(ring)),
-                            skills=_mapping(q, "skills", p)))
+                            skills=_mapping(q, "skills", p), callback_key=key))
     _unique(f"{path}.queues", [q.name for q in queues])
     acd = _acd_config(tid, doc, path, agents, queues)
     bind = _mapping(doc, "acd", path).get("bind_agent_phones", False)
@@ -758,6 +768,13 @@ def _opt_str(doc: dict[str, Any], key: str, path: str) -> str:
     return value
 
 
+def _bool(doc: dict[str, Any], key: str, path: str) -> bool:
+    value = doc.get(key, False)
+    if not isinstance(value, bool):
+        raise PlanError(f"{path}.{key}", "true or false")
+    return value
+
+
 def _mapping(doc: Any, key: str, path: str) -> dict[str, Any]:
     value = doc.get(key, {}) if isinstance(doc, dict) else None
     if not isinstance(value, dict):
@@ -767,7 +784,7 @@ def _mapping(doc: Any, key: str, path: str) -> dict[str, Any]:
 
 def _queue_config(doc: dict[str, Any], path: str, ring: float) -> QueueConfig:
     unknown = set(doc) - {"name", "agents", "ring_seconds", "skills", "overflow",
-                          *_QUEUE_KEYS}
+                          "callback_key", *_QUEUE_KEYS}
     if unknown:
         raise PlanError(path, f"unknown keys: {', '.join(sorted(unknown))}")
     rules = []

@@ -39,6 +39,7 @@ PURE_MODULES = [
     "appliance/acd/__init__.py",
     "appliance/acd/commands.py",
     "appliance/acd/core.py",
+    "appliance/acd/daily.py",
     "appliance/acd/errors.py",
     "appliance/acd/events.py",
     "appliance/acd/heap.py",

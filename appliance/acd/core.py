@@ -330,11 +330,15 @@ class Acd:
         self._set(a, target, now, "ready", action="ready")
         self._settle(now)
 
-    def set_not_ready(self, agent_id: str, reason: str, now: float) -> None:
-        """Not ready ("busy") with one of the tenant's reason codes, or ``""``."""
+    def set_not_ready(self, agent_id: str, reason: str, now: float, *,
+                      forced: bool = False) -> None:
+        """Not ready ("busy") with one of the tenant's reason codes, or ``""``; ``forced``
+        (a supervisor's doing) always has the reason ``supervisor``."""
         a = self._agent(agent_id)
         now = self._clock(now)
-        if reason not in self._reasons:
+        if forced:
+            reason = "supervisor"
+        elif reason not in self._reasons:
             raise InvalidArgument(f"unknown not-ready reason {reason!r}", reason=reason)
         self._require(a, "not_ready")
         if a.state is A.WRAP_UP and a.break_pending:

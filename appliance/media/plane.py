@@ -18,6 +18,7 @@ import numpy as np
 from appliance.ivr.prompts import PromptError, PromptStore
 from appliance.media import tones
 from appliance.media.capture import Capture
+from appliance.media.conference import Conference
 from appliance.media.dtmf import DtmfDigit
 from appliance.media.endpoint import Bridge, Echo, Player, RtpEndpoint
 from appliance.media.tts import Tts, TtsError
@@ -27,6 +28,7 @@ from appliance.pbx.b2bua import (
     CloseMedia,
     Command,
     ConfigureMedia,
+    MixMedia,
     OpenMedia,
     PlayPrompts,
     SendDtmf,
@@ -48,7 +50,7 @@ class _LegMedia:
     leg: str
     tenant_id: str | None
     endpoint: RtpEndpoint
-    bridge: Bridge | None = None
+    bridge: Bridge | Conference | None = None
     echo: Echo | None = None
     player: Player | None = None
     playing: asyncio.Task[None] | None = None  # resolving and playing prompts
@@ -101,6 +103,9 @@ class MediaPlane:
         if isinstance(cmd, BridgeMedia):
             self._bridge(cmd)
             return
+        if isinstance(cmd, MixMedia):
+            self._mix(cmd)
+            return
         state = self._legs.get(cmd.leg)  # type: ignore[union-attr]
         if state is None:
             return  # the leg failed to open or is gone; the core was told
@@ -147,14 +152,44 @@ class MediaPlane:
         a, b = self._legs.get(cmd.a), self._legs.get(cmd.b)
         if a is None or b is None:
             return
+        # the pair leaves a conference: its recording goes on in the same file
+        conf = a.bridge if isinstance(a.bridge, Conference) else None
+        kept = conf.take_recorder() if conf is not None and conf.pair == (cmd.a, cmd.b) \
+            else None
         self._unbridge(a)
         self._unbridge(b)
-        recorder = None
-        if self.recordings_dir is not None:
+        path = None
+        if kept is None and self.recordings_dir is not None:
             folder = self.recordings_dir / (cmd.tenant_id or "_unrouted")
             folder.mkdir(parents=True, exist_ok=True)
-            recorder = folder / f"{cmd.call_id}-{cmd.a.rsplit('-', 1)[-1]}-{cmd.b}.wav"
-        a.bridge = b.bridge = Bridge(a.endpoint, b.endpoint, recorder=recorder)
+            path = folder / f"{cmd.call_id}-{cmd.a.rsplit('-', 1)[-1]}-{cmd.b}.wav"
+        bridge = Bridge(a.endpoint, b.endpoint, recorder=path)
+        if kept is not None:
+            bridge.recorder = kept  # already attached to both endpoints
+        a.bridge = b.bridge = bridge
+
+    def _mix(self, cmd: MixMedia) -> None:
+        """A supervisor joins the pair (or changes mode): the pair's bridge becomes a
+        conference of the three legs, whose recorder keeps recording the pair."""
+        legs = [self._legs.get(x) for x in (*cmd.pair, cmd.supervisor)]
+        if any(x is None for x in legs):
+            return
+        a, b, sup = legs
+        assert a is not None and b is not None and sup is not None
+        conf = a.bridge
+        if not (isinstance(conf, Conference) and conf.endpoints.keys() == {
+                a.leg, b.leg, sup.leg}):
+            bridge = a.bridge if isinstance(a.bridge, Bridge) and b.bridge is a.bridge \
+                else None
+            recorder = None
+            if bridge is not None:
+                recorder, bridge.recorder = bridge.recorder, None
+            for x in (a, b, sup):
+                self._unbridge(x)
+            conf = Conference({x.leg: x.endpoint for x in (a, b, sup)}, pair=cmd.pair,
+                              recorder=recorder)
+            a.bridge = b.bridge = sup.bridge = conf
+        conf.monitor(sup.leg, cmd.agent, cmd.mode)
 
     def _unbridge(self, state: _LegMedia) -> None:
         bridge = state.bridge

@@ -54,7 +54,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode
 
-from appliance.acd.commands import Announce, CancelOffer, ExitQueue, Offer, PlaceCallback
+from appliance.acd.commands import (
+    Announce,
+    CancelCallback,
+    CancelOffer,
+    ExitQueue,
+    Offer,
+    PlaceCallback,
+)
 from appliance.acd.commands import Command as AcdCommand
 from appliance.acd.core import Acd
 from appliance.acd.errors import AcdError
@@ -72,7 +79,7 @@ from appliance.ivr.interpreter import (
 )
 from appliance.media.ports import PortPool, PortPoolExhausted
 from appliance.pbx.record import Cdr
-from appliance.plan import Origin, Plan, Route, Tenant, Treatment
+from appliance.plan import Agent, Origin, Plan, Queue, Route, Tenant, Treatment
 from appliance.sip.dialog import Dialog, DialogError, DialogSet
 from appliance.sip.errors import SipError
 from appliance.sip.message import Headers, Request, Response, make_response
@@ -97,6 +104,8 @@ from appliance.sip.uri import NameAddr, SipUri
 
 Addr = tuple[str, int]
 Direction = str  # "sendrecv" | "sendonly" | "recvonly" | "inactive" (RFC 3264)
+MonitorMode = Literal["listen", "whisper", "barge"]
+MONITOR_MODES: tuple[MonitorMode, ...] = ("listen", "whisper", "barge")
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY"
 SUPPORTED_CODECS = ("PCMU", "PCMA")
 TELEPHONE_EVENT_PT = 101
@@ -134,6 +143,21 @@ class BridgeMedia:
 @dataclass(frozen=True)
 class UnbridgeMedia:
     leg: str
+
+
+@dataclass(frozen=True)
+class MixMedia:
+    """Mix the bridged ``pair`` of a call with a ``supervisor`` leg, who hears both and is
+    heard per ``mode``: ``listen`` by nobody, ``whisper`` by the ``agent`` leg only,
+    ``barge`` by both. Sent again when the mode changes; a ``BridgeMedia`` of the pair
+    ends the mix (the recording of the pair goes on through it)."""
+
+    pair: tuple[str, str]
+    supervisor: str
+    agent: str
+    mode: MonitorMode
+    tenant_id: str | None
+    call_id: str
 
 
 @dataclass(frozen=True)
@@ -224,7 +248,8 @@ class TraceEvent:
 
 
 Command = (
-    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | StartEcho | PlayPrompts
+    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | MixMedia | StartEcho
+    | PlayPrompts
     | StopPlayback | RunIvrAction | CaptureAudio | StopCaptureAudio
     | SendDtmf | CloseMedia | WriteCdr | TraceEvent | AcdNotice
 )
@@ -287,6 +312,10 @@ class Leg:
     offer_cancelled: bool = False  # the ACD ended that offer (we sent CANCEL)
     announce_agent: bool = False  # B leg of an offer: say the agent's id to the caller first
     bridge_after: Leg | None = None  # A leg: bridge to this agent once the prompt ends
+    callback: str = ""  # B leg calling a customer back: the ACD contact it is for
+    acd_agent: str = ""  # B leg of a transfer to this agent: busy for the ACD meanwhile
+    monitor: Monitor | None = None  # a supervisor monitors this leg's conversation, or
+    # this is the supervisor's leg (``monitor.leg``)
 
 
 @dataclass(eq=False)
@@ -307,6 +336,7 @@ class Call:
     data: dict[str, str] = field(default_factory=dict)  # the payload the call carries
     treatment: str = ""  # "suspended" or "over_quota" when the call was refused so
     outbound_agent: str = ""  # an agent's own call (busy for the ACD until it ends)
+    contact: str = ""  # the ACD contact whose customer is on this call (waits or talks)
 
     @property
     def pstn(self) -> bool:
@@ -315,6 +345,51 @@ class Call:
                                           for leg in self.legs)
 
 
+@dataclass(eq=False)
+class Monitor:
+    """A supervisor listening to, whispering to or barging into an agent's call: the
+    node rings the supervisor's extension (``leg``) and, once answered, mixes it with
+    the agent's leg (``talker``) and the party the agent talks to (``other``)."""
+
+    id: str
+    tenant_id: str
+    agent: str
+    supervisor: str
+    mode: MonitorMode
+    talker: Leg
+    other: Leg
+    leg: Leg
+    mixed: bool = False  # the media is mixed (else the pair is still just bridged)
+
+    @property
+    def state(self) -> str:
+        return "active" if self.leg.state == "up" else "ringing"
+
+
+class MonitorError(ValueError):
+    """A monitoring request the node refused: ``status`` and ``code`` for the API."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(eq=False)
+class CallbackEntry:
+    """A caller who asked to be called back: its entry keeps its place in the ACD's
+    line (the contact id is the id of the call that asked) while the node keeps what
+    it needs to call back: the customer's number, the number it dialled (presented),
+    and the leg calling it now, if any."""
+
+    tenant_id: str
+    contact: str
+    queue: str
+    number: str
+    did: str = ""
+    leg: Leg | None = None
+
+
+MONITOR_RING_SECONDS = 20.0  # a supervisor's phone rings this long for a monitoring
 # the phone's own ring timer stays behind the ACD's, which ends offers (CancelOffer)
 OFFER_GRACE = 5.0
 
@@ -360,7 +435,9 @@ class B2bua:
         self._seq = itertools.count()
         self.calls: dict[str, Call] = {}
         self.errors: list[Exception] = []  # our own bugs met while serving; the edge logs them
+        self._callbacks: dict[tuple[str, str], CallbackEntry] = {}  # (tenant, contact)
         self.acd: dict[str, Acd] = {}  # per tenant with queues (appliance/acd)
+        self.monitors: dict[str, Monitor] = {}  # supervisors on agents' calls, by id
         self._sync_acd(plan, 0.0)
 
     # ----------------------------------------------------------------- outputs
@@ -437,6 +514,9 @@ class B2bua:
             old = self.acd.get(tenant.id)
             kept[tenant.id] = old if old is not None and old.config == tenant.acd \
                 else Acd(tenant.acd, now)
+        # callback entries live in their tenant's ACD: a fresh one has none of them
+        self._callbacks = {k: e for k, e in self._callbacks.items()
+                           if kept.get(k[0]) is self.acd.get(k[0])}
         self.acd = kept
 
     def agent_action(self, tenant_id: str, action: Callable[[Acd], Any], now: float) -> Any:
@@ -477,6 +557,8 @@ class B2bua:
         secret = leg.ivr is not None and leg.ivr.secret_input
         self._trace(leg.call, "dtmf", leg=leg.id, digit="*" if secret else digit,
                     method=method)
+        if leg.queue is not None and leg.state == "up" and self._callback_key(leg, digit, now):
+            return
         if leg.ivr is not None and not leg.ivr.finished and leg.state == "up":
             leg.ivr.digit(digit, now)
             self._drive_ivr(leg, now)
@@ -761,7 +843,8 @@ class B2bua:
 
     def _on_bye(self, leg: Leg, now: float) -> None:
         call = leg.call
-        if not call.hangup_side and leg.transfer_from is None:
+        supervising = leg.monitor is not None and leg.monitor.leg is leg
+        if not call.hangup_side and leg.transfer_from is None and not supervising:
             call.hangup_side = "caller" if leg.role == "a" else "callee"
         self._trace(call, "hangup", leg=leg.id)
         self._end_leg(leg, now)
@@ -834,6 +917,13 @@ class B2bua:
             self._respond(key, req, 202, None, now)
             self._attended_transfer(leg, other, now)
             return
+        named = self._named_target(leg.party, target.user or "")
+        if isinstance(named, Queue):
+            self._refer_to_queue(key, leg, req, named, now)
+            return
+        if isinstance(named, Agent):
+            self._refer_to_agent(key, leg, req, named, now)
+            return
         route = self.plan.route(leg.party, target.user or "")
         if route.kind not in ("extension", "hunt_group", "trunk", "flow"):
             self._respond(key, req, 404, None, now)
@@ -851,6 +941,7 @@ class B2bua:
         leg.peer = None
         peer.peer = None
         self._commands.append(UnbridgeMedia(peer.id))
+        self._resume_held(peer, now)
         if route.kind == "flow":
             # agent -> IVR (R-4.9): the caller's own leg is handed to the flow, with the
             # call's data; no new leg is needed since media is anchored here
@@ -882,9 +973,180 @@ class B2bua:
         first.peer, second.peer = second, first
         self._commands.append(BridgeMedia(first.id, second.id, first.call.tenant_id,
                                           first.call.id))
+        for party in (first, second):  # put on hold while the agent consulted: resumed
+            self._resume_held(party, now)
         self._notify_refer(leg, "200 OK", now)
+        for transferor in (leg, other):  # the agent's part in both calls ends
+            self._release_transferor(transferor, now)
         self._send_bye(other, now)
         self._arm(now + 5.0, "transferor_bye", leg)
+
+    # Transfers by agents (the desktop's transfer panel, docs/DESK.md): a Refer-To user
+    # that is none of the tenant's own numbers but an agent id or a queue name.
+
+    def _named_target(self, party: Origin, user: str) -> Agent | Queue | None:
+        """The agent or queue of the transferor's tenant that ``user`` names; the
+        tenant's own numbers (extensions, hunt groups, announcements, DIDs) come first."""
+        tenant = self.plan.tenant(party.tenant_id or "")
+        if tenant is None or not user or user in tenant.local_numbers or any(
+                d.number == user for d in tenant.dids):
+            return None
+        agent = next((x for x in tenant.agents if x.id == user), None)
+        if agent is not None:
+            return agent
+        return next((q for q in tenant.queues if q.name == user), None)
+
+    def _leg_agent(self, leg: Leg) -> str | None:
+        """The agent talking on ``leg``: the one its offer or transfer rang, else the
+        agent whose extension the leg reaches."""
+        if leg.offer is not None:
+            return leg.offer[1]
+        if leg.acd_agent:
+            return leg.acd_agent
+        tenant = self.plan.tenant(leg.call.tenant_id or "")
+        if tenant is None or leg.party is None:
+            return None
+        return next((a.id for a in tenant.agents if a.extension == leg.party.extension), None)
+
+    def _refer_failed(self, key: str, leg: Leg, req: Request, status: int, phrase: str,
+                      now: float, **trace: str) -> None:
+        """A transfer that cannot start: accepted, then failed by NOTIFY (RFC 3515); the
+        transferor keeps talking to its party."""
+        self._respond(key, req, 202, None, now)
+        self._trace(leg.call, "transfer_failed", status=str(status), **trace)
+        self._notify_refer(leg, f"{status} {phrase}", now)
+
+    def _refer_to_agent(self, key: str, leg: Leg, req: Request, agent: Agent,
+                        now: float) -> None:
+        """Blind transfer to an agent id: rings the agent's extension with the call's
+        data. With an ACD only a signed-in agent that is not busy (ready or not ready) is
+        rung, and it counts as busy (an internal call) while the leg lasts."""
+        call, peer = leg.call, leg.peer
+        assert peer is not None
+        acd = self.acd.get(call.tenant_id or "")
+        if acd is not None:
+            state = acd.agent(agent.id, now).state
+            if state not in ("ready", "not_ready"):
+                status, reason = (480, "Temporarily Unavailable") if state in (
+                    "logged_out", "break") else (486, "Busy Here")
+                self._refer_failed(key, leg, req, status, reason, now, to=agent.id,
+                                   kind="agent", agent_state=str(state))
+                return
+        self._respond(key, req, 202, None, now)
+        self._notify_refer(leg, "100 Trying", now)
+        self._trace(call, "transfer", mode="blind", by=leg.id, to=agent.id, kind="agent")
+        data = dict(call.data)
+        view = acd.contact(call.contact) if acd is not None else None
+        if view is not None:
+            data.setdefault("queue", view.queue)
+        if (by := self._leg_agent(leg)) is not None:
+            data["transferred_by"] = by
+        data["agent"] = agent.id
+        if acd is not None:
+            acd.start_outbound(agent.id, now)  # no offer reaches it while this rings
+        leg.peer = None
+        peer.peer = None
+        self._commands.append(UnbridgeMedia(peer.id))
+        self._resume_held(peer, now)
+        b = self._place_b(call, peer, Route(call.tenant_id, "extension",
+                                            target=agent.extension),
+                          agent.extension, now, data=data)
+        if b is None:
+            if acd is not None:
+                acd.end_outbound(agent.id, now)
+            return
+        b.transfer_from, b.acd_agent = leg, agent.id if acd is not None else ""
+
+    def _refer_to_queue(self, key: str, leg: Leg, req: Request, queue: Queue,
+                        now: float) -> None:
+        """Blind transfer to a queue: the transferor's party waits in it (hold prompt)
+        and the ACD offers it to the queue's agents with the call's data. An ACD contact
+        moves (``transfer_to_queue``: the agent goes to after-call work); any other
+        caller is enqueued."""
+        call, peer = leg.call, leg.peer
+        assert peer is not None
+        acd = self.acd.get(call.tenant_id or "")
+        if acd is None or peer.role != "a" or peer.state != "up":
+            # only a caller's own leg waits in a queue (an agent's outbound call: no)
+            self._refer_failed(key, leg, req, 403, "Forbidden", now, to=queue.name,
+                               kind="queue", reason="not a caller")
+            return
+        by = self._leg_agent(leg)
+        view = acd.contact(call.contact)
+        if view is not None and view.state == "connected":
+            try:
+                acd.transfer_to_queue(call.contact, queue.name, now, skills=queue.skills)
+            except AcdError as exc:
+                self._refer_failed(key, leg, req, 503, "Service Unavailable", now,
+                                   to=queue.name, kind="queue", reason=exc.message)
+                return
+            moved = True
+        else:
+            moved = False
+        self._respond(key, req, 202, None, now)
+        self._notify_refer(leg, "100 Trying", now)
+        self._trace(call, "transfer", mode="blind", by=leg.id, to=queue.name, kind="queue")
+        if by is not None:
+            call.data["transferred_by"] = by
+        leg.peer = None
+        peer.peer = None
+        self._commands.append(UnbridgeMedia(peer.id))
+        self._resume_held(peer, now)
+        call.destination = f"queue:{queue.name}"
+        if moved:
+            peer.queue = queue.name
+            self._trace(call, "queued", queue=queue.name, cause="transfer")
+            self._hold_prompt(peer)
+        elif not self._enqueue(peer, queue.name, now):
+            self._trace(call, "transfer_failed", status="503", to=queue.name, kind="queue")
+            self._notify_refer(leg, "503 Service Unavailable", now)
+            leg.peer, peer.peer = peer, leg  # the transferor keeps the caller
+            self._commands.append(BridgeMedia(leg.id, peer.id, call.tenant_id, call.id))
+            return
+        self._release_transferor(leg, now)
+        self._notify_refer(leg, "200 OK", now)
+        self._arm(now + 5.0, "transferor_bye", leg)
+
+    def _release_transferor(self, leg: Leg, now: float) -> None:
+        """The party on ``leg`` went on to someone else: the agent's part in the ACD
+        ends (its contact ends: after-call work or ready, as its queue says; an internal
+        or outbound call ends: back to its state before)."""
+        call = leg.call
+        acd = self.acd.get(call.tenant_id or "")
+        agent = self._leg_agent(leg)
+        if acd is None or agent is None:
+            return
+        view = acd.contact(call.contact)
+        if view is not None and view.state == "connected" and view.agent == agent:
+            acd.ended(call.contact, now)
+        for busy in (leg.acd_agent, call.outbound_agent):
+            if busy != agent:
+                continue
+            try:
+                acd.end_outbound(agent, now)
+            except AcdError as exc:  # logged out meanwhile
+                self._trace(call, "outbound_end_refused", reason=exc.message)
+            if call.outbound_agent == agent:
+                call.outbound_agent = ""
+            leg.acd_agent = ""
+            break
+        self._trace(call, "transferred", agent=agent)
+
+    def _agent_leg_ended(self, leg: Leg, now: float) -> None:
+        agent, leg.acd_agent = leg.acd_agent, ""
+        acd = self.acd.get(leg.call.tenant_id or "")
+        if acd is None:
+            return
+        try:
+            acd.end_outbound(agent, now)
+        except AcdError as exc:  # logged out meanwhile
+            self._trace(leg.call, "outbound_end_refused", reason=exc.message)
+
+    def _resume_held(self, leg: Leg, now: float) -> None:
+        """``leg`` was put on hold by the node (mirroring its partner's hold) and gets a
+        new partner: it sends and receives again."""
+        if leg.state == "up" and leg.direction in ("sendonly", "inactive"):
+            self._reinvite(leg, "sendrecv", now)
 
     def _notify_refer(self, leg: Leg, status_line: str, now: float) -> None:
         if leg.dialog is None or leg.state != "up":
@@ -1037,7 +1299,7 @@ class B2bua:
         except AcdError as exc:
             self._trace(call, "queue_failed", queue=queue, reason=exc.message)
             return False
-        a.queue = queue
+        a.queue, call.contact = queue, call.id
         self._trace(call, "queued", queue=queue)
         self._hold_prompt(a)
         return True
@@ -1053,18 +1315,19 @@ class B2bua:
             while True:
                 commands, events = acd.commands(), acd.events()
                 self._commands.extend(AcdNotice(ev) for ev in events)
-                if not commands:
-                    break
                 for cmd in commands:
                     try:
                         self._acd_command(acd, cmd, now)
                     except AcdError as exc:  # a race the core refused: it changed nothing
                         self.errors.append(exc)
+                self._forget_callbacks(acd, events)
+                if not commands:
+                    break
 
     def _acd_command(self, acd: Acd, cmd: AcdCommand, now: float) -> None:
-        call = self.calls.get(cmd.contact)
-        a = next((x for x in call.legs if x.role == "a" and x.state == "up"), None) \
-            if call is not None else None
+        call = self._contact_call(cmd.tenant_id, cmd.contact)
+        a = next((x for x in call.legs if (x.role == "a" or x.callback) and x.state == "up"),
+                 None) if call is not None else None
         if isinstance(cmd, Offer):
             tenant = self.plan.tenant(cmd.tenant_id)
             agent = next((x for x in tenant.agents if x.id == cmd.agent), None) \
@@ -1076,7 +1339,8 @@ class B2bua:
                 acd.no_answer(cmd.contact, cmd.agent, now)
                 return
             data = {**call.data, "queue": cmd.queue, "agent": cmd.agent,
-                    **({"language": cmd.language} if cmd.language else {})}
+                    **({"language": cmd.language} if cmd.language else {}),
+                    **({"callback": "true"} if cmd.callback else {})}
             self._trace(call, "offered", agent=cmd.agent, queue=cmd.queue)
             b = self._place_b(call, a, Route(tenant.id, "extension", target=agent.extension),
                               agent.extension, now, data=data,
@@ -1113,11 +1377,10 @@ class B2bua:
             self._commands.append(StopPlayback(a.id))
             self._trace(a.call, "queue_exit", queue=cmd.queue, reason=cmd.reason)
             self._give_back(a, 408, now)
-        elif isinstance(cmd, PlaceCallback):  # this node places no callbacks yet
-            if call is not None:
-                self._trace(call, "callback_unsupported")
-            acd.callback_failed(cmd.contact, now)
-        # CancelCallback: no callback is ever placed, so none is to be stopped
+        elif isinstance(cmd, PlaceCallback):
+            self._place_callback(acd, cmd, now)
+        elif isinstance(cmd, CancelCallback):
+            self._cancel_callback(cmd, now)
 
     def _give_back(self, leg: Leg, status: int, now: float) -> None:
         """A transfer of the caller on ``leg`` failed with ``status``: the flow takes the
@@ -1202,13 +1465,265 @@ class B2bua:
                 acd.end_outbound(call.outbound_agent, now)
             except AcdError as exc:  # logged out meanwhile
                 self._trace(call, "outbound_end_refused", reason=exc.message)
-        view = acd.contact(call.id) if acd is not None else None
+        view = acd.contact(call.contact) if acd is not None and call.contact else None
         if acd is None or view is None:
             return
         if view.agent is not None:
-            acd.ended(call.id, now)
+            acd.ended(call.contact, now)
         else:
-            acd.abandon(call.id, now)
+            acd.abandon(call.contact, now)
+
+    # ----------------------------------------------------------------- callbacks (ACD)
+
+    def _callback_key(self, a: Leg, digit: str, now: float) -> bool:
+        """A key pressed by the caller waiting on ``a``: the queue's callback key (queues
+        with ``callback_allowed``) asks to be called back at the caller's number. The
+        entry keeps its place in line; the node says so and hangs up. True: the key was
+        that one (handled, even if refused)."""
+        call, queue = a.call, a.queue
+        tenant = self.plan.tenant(call.tenant_id or "")
+        acd = self.acd.get(call.tenant_id or "")
+        spec = next((q for q in tenant.queues if q.name == queue), None) if tenant else None
+        if tenant is None or acd is None or spec is None or spec.acd is None \
+                or not spec.acd.callback_allowed or digit != spec.callback_key \
+                or a.callback or not call.contact:
+            return False
+        number = call.caller
+        route = self.plan.route(Origin("extension", tenant_id=tenant.id), number)
+        if route.kind not in ("extension", "trunk"):
+            self._trace(call, "callback_refused", queue=spec.name, number=number,
+                        reason="number not reachable")
+            self._commands.append(StopPlayback(a.id))
+            self._commands.append(PlayPrompts(a.id, call.tenant_id, (
+                {"tts": "Sorry, we cannot call you back at this number. Please hold."},),
+                "en-us"))
+            return True
+        try:
+            acd.request_callback(call.contact, number, now)
+        except AcdError as exc:  # e.g. an agent's phone rings for it right now
+            self._trace(call, "callback_refused", queue=spec.name, number=number,
+                        reason=exc.message)
+            return True
+        self._callbacks[(tenant.id, call.contact)] = CallbackEntry(
+            tenant.id, call.contact, spec.name, number, did=call.callee)
+        self._trace(call, "callback_requested", queue=spec.name, number=number)
+        call.contact = ""  # the entry waits without this call: its end abandons nothing
+        a.queue, a.ivr = None, None  # nor does the flow take the caller back
+        digits = "".join(ch for ch in number if ch in "0123456789*#")
+        self._commands.append(StopPlayback(a.id))
+        self._commands.append(PlayPrompts(a.id, call.tenant_id, (
+            {"tts": "We will call you back at"},
+            *([{"say": digits, "as": "digits"}] if digits else [{"tts": number}]),
+            {"tts": "You keep your place in line. Goodbye."}), "en-us"))
+        return True  # the prompt ends with no peer: the node hangs up
+
+    def _contact_call(self, tenant_id: str, contact: str) -> Call | None:
+        """The call an ACD contact's customer is on: the caller's own call (its id is the
+        contact id) or the node's call back to the customer once answered."""
+        entry = self._callbacks.get((tenant_id, contact))
+        call = entry.leg.call if entry is not None and entry.leg is not None \
+            else self.calls.get(contact)
+        return call if call is not None and not call.ended and call.contact == contact \
+            else None
+
+    def _place_callback(self, acd: Acd, cmd: PlaceCallback, now: float) -> None:
+        """The ACD reserved an agent for a callback entry: call the customer through the
+        tenant's routes, presenting the number it dialled, ringing ``cmd.timeout``. A
+        call the node cannot place (tenant suspended, no route, over the tenant's PSTN
+        quota, no media port) counts as a failed attempt."""
+        key = (cmd.tenant_id, cmd.contact)
+        entry = self._callbacks.get(key)
+        if entry is None:  # asked for otherwise than by the key: the core's number
+            entry = self._callbacks[key] = CallbackEntry(cmd.tenant_id, cmd.contact,
+                                                         cmd.queue, cmd.number)
+        tenant = self.plan.tenant(cmd.tenant_id)
+        call = Call(id=self._token(8), tenant_id=cmd.tenant_id, caller="", callee=cmd.number,
+                    origin=f"callback:{cmd.queue}", start=now, data=dict(cmd.data))
+        route = self.plan.route(Origin("extension", tenant_id=cmd.tenant_id), cmd.number)
+        reason = ""
+        if tenant is None or tenant.suspended:
+            reason = "tenant_suspended" if tenant is not None else "unknown_tenant"
+        elif route.kind not in ("extension", "trunk"):
+            reason = "number_not_reachable"
+        elif route.kind == "trunk" and self._pstn_refused(call, "callback failed"):
+            reason = "quota_exceeded"
+        b: Leg | None = None
+        if tenant is not None and not reason:
+            call.caller = self._presented_number(tenant, None, entry.did)
+            call.destination = _destination(route)
+            self.calls[call.id] = call
+            self._trace(call, "callback_placed", contact=cmd.contact, queue=cmd.queue,
+                        agent=cmd.agent, attempt=str(cmd.attempt), number=cmd.number,
+                        caller_id=call.caller)
+            b = self._place_b(call, None, route, route.target, now, caller_id=entry.did,
+                              ring_seconds=cmd.timeout)
+            if b is None:
+                if not call.legs:
+                    self.calls.pop(call.id, None)
+                reason = "cannot_dial"
+        if b is None:
+            self._trace(call, "callback_failed", contact=cmd.contact,
+                        attempt=str(cmd.attempt), reason=reason)
+            acd.callback_failed(cmd.contact, now)
+            return
+        b.callback, entry.leg = cmd.contact, b
+
+    def _cancel_callback(self, cmd: CancelCallback, now: float) -> None:
+        """The ACD gave up the callback (its timeout, or the entry was cancelled)."""
+        entry = self._callbacks.get((cmd.tenant_id, cmd.contact))
+        b = entry.leg if entry is not None else None
+        if entry is None or b is None or b.state == "ended":
+            return
+        entry.leg = None
+        self._trace(b.call, "callback_cancelled", contact=cmd.contact, reason=cmd.reason)
+        b.call.hangup_side = b.call.hangup_side or "node"
+        self._hang_up(b, now)
+
+    def _callback_answered(self, b: Leg, now: float) -> None:
+        """The customer answered: it waits on ``b`` like a queued caller (a short prompt,
+        then the hold prompt) while the ACD offers it to the reserved agent; the offer
+        finds ``b`` as the contact's caller leg."""
+        call, contact = b.call, b.callback
+        entry = self._callbacks.get((call.tenant_id or "", contact))
+        acd = self.acd.get(call.tenant_id or "")
+        if entry is None or entry.leg is not b or acd is None:  # given up meanwhile
+            call.hangup_side = "node"
+            self._send_bye(b, now)
+            return
+        try:
+            acd.callback_answered(contact, now)
+        except AcdError as exc:  # the entry is gone: nothing to connect the customer to
+            self.errors.append(exc)
+            entry.leg = None
+            call.hangup_side = "node"
+            self._send_bye(b, now)
+            return
+        call.contact, b.queue = contact, entry.queue
+        self._trace(call, "callback_answered", contact=contact, queue=entry.queue)
+        self._commands.append(PlayPrompts(b.id, call.tenant_id, (
+            {"tts": "Hello, this is the call back you asked for. "
+                    "An agent will be with you in a moment."},), "en-us"))
+
+    def _callback_failed(self, b: Leg, status: int, now: float) -> None:
+        """The customer did not answer (busy, no answer, failure): the ACD retries after
+        the queue's delay or gives up. A leg the ACD had already given up just ends."""
+        call, contact = b.call, b.callback
+        entry = self._callbacks.get((call.tenant_id or "", contact))
+        ours = entry is not None and entry.leg is b
+        call.status = call.status or status
+        if ours:
+            assert entry is not None
+            entry.leg = None
+            self._trace(call, "callback_failed", contact=contact, status=str(status))
+        self._end_leg(b, now)
+        acd = self.acd.get(call.tenant_id or "")
+        if ours and acd is not None:
+            try:
+                acd.callback_failed(contact, now)
+            except AcdError as exc:  # a race the core refused: it changed nothing
+                self.errors.append(exc)
+
+    def _forget_callbacks(self, acd: Acd, events: Iterable[AcdEvent]) -> None:
+        """Drop the callback entries of contacts the ACD has forgotten."""
+        if not self._callbacks:
+            return
+        for ev in events:
+            contact = getattr(ev, "contact", None)
+            key = (acd.tenant_id, contact or "")
+            if key in self._callbacks and acd.contact(key[1]) is None:
+                del self._callbacks[key]
+
+    # ----------------------------------------------------------------- monitoring
+
+    def monitor(self, tenant_id: str, agent_id: str, supervisor_id: str, mode: str,
+                now: float) -> Monitor:
+        """A supervisor of the tenant joins the call agent ``agent_id`` is talking on:
+        the node rings the supervisor's extension (the desktop's softphone answers it)
+        and mixes it in per ``mode`` once answered."""
+        if mode not in MONITOR_MODES:
+            raise MonitorError(400, "bad_request", f"mode is one of {', '.join(MONITOR_MODES)}")
+        tenant = self.plan.tenant(tenant_id)
+        agents = {a.id: a for a in tenant.agents} if tenant is not None else {}
+        supervisor = agents.get(supervisor_id)
+        if tenant is None or supervisor is None or not supervisor.supervisor:
+            raise MonitorError(403, "forbidden", f"{supervisor_id} is no supervisor here")
+        agent = agents.get(agent_id)
+        if agent is None:
+            raise MonitorError(404, "not_found", f"no agent {agent_id}")
+        talker = next((x for x in self._legs.values()
+                       if x.call.tenant_id == tenant_id and x.state == "up"
+                       and x.party is not None and x.party.extension == agent.extension
+                       and x.peer is not None and x.peer.state == "up"
+                       and x.peer.peer is x), None)
+        if talker is None or talker.peer is None:
+            raise MonitorError(409, "agent_not_talking", f"{agent_id} is on no call")
+        if talker.monitor is not None or talker.peer.monitor is not None:
+            raise MonitorError(409, "already_monitored", f"{agent_id}'s call is monitored")
+        if agent.extension == supervisor.extension:
+            raise MonitorError(409, "conflict", "a supervisor cannot monitor itself")
+        call = talker.call
+        leg = self._place_b(call, None, Route(tenant.id, "extension",
+                                              target=supervisor.extension),
+                            supervisor.extension, now,
+                            data={"monitor": mode, "agent": agent_id, "caller": call.caller},
+                            ring_seconds=MONITOR_RING_SECONDS)
+        if leg is None:
+            raise MonitorError(503, "unavailable", "no media port for the supervisor")
+        mon = Monitor(id=leg.id, tenant_id=tenant.id, agent=agent_id,
+                      supervisor=supervisor_id, mode=mode,
+                      talker=talker, other=talker.peer, leg=leg)
+        talker.monitor = talker.peer.monitor = leg.monitor = mon
+        self.monitors[mon.id] = mon
+        self._trace(call, "monitor_ringing", agent=agent_id, supervisor=supervisor_id,
+                    mode=mode)
+        return mon
+
+    def set_monitor_mode(self, monitor_id: str, mode: str, now: float) -> Monitor:
+        mon = self.monitors.get(monitor_id)
+        if mon is None:
+            raise MonitorError(404, "not_found", f"no monitoring {monitor_id}")
+        if mode not in MONITOR_MODES:
+            raise MonitorError(400, "bad_request", f"mode is one of {', '.join(MONITOR_MODES)}")
+        mon.mode = mode
+        self._trace(mon.talker.call, "monitor_mode", agent=mon.agent, mode=mode)
+        if mon.leg.state == "up":
+            self._mix(mon)
+        return mon
+
+    def stop_monitor(self, monitor_id: str, now: float) -> None:
+        mon = self.monitors.get(monitor_id)
+        if mon is None:
+            raise MonitorError(404, "not_found", f"no monitoring {monitor_id}")
+        self._hang_up(mon.leg, now)
+
+    def _monitor_answered(self, mon: Monitor, now: float) -> None:
+        if mon.talker.state != "up" or mon.other.state != "up":
+            self._send_bye(mon.leg, now)  # the call ended while the supervisor's rang
+            return
+        self._trace(mon.talker.call, "monitor_started", agent=mon.agent,
+                    supervisor=mon.supervisor, mode=mon.mode)
+        self._mix(mon)
+
+    def _mix(self, mon: Monitor) -> None:
+        call = mon.talker.call
+        mon.mixed = True
+        self._commands.append(MixMedia((mon.other.id, mon.talker.id), mon.leg.id,
+                                       mon.talker.id, mon.mode, call.tenant_id, call.id))
+
+    def _end_monitor(self, mon: Monitor, gone: Leg, now: float) -> None:
+        """One of the monitoring's legs ended: the supervisor leaving leaves the pair
+        talking as before; either of the pair leaving ends the supervisor's leg."""
+        self.monitors.pop(mon.id, None)
+        for leg in (mon.talker, mon.other, mon.leg):
+            if leg.monitor is mon:
+                leg.monitor = None
+        self._trace(gone.call, "monitor_ended", agent=mon.agent, supervisor=mon.supervisor)
+        if gone is not mon.leg:
+            self._hang_up(mon.leg, now)
+        elif mon.mixed and mon.talker.state == "up" and mon.other.state == "up" \
+                and mon.talker.peer is mon.other:
+            self._commands.append(BridgeMedia(mon.other.id, mon.talker.id,
+                                              gone.call.tenant_id, gone.call.id))
 
     # ----------------------------------------------------------------- B legs
 
@@ -1337,6 +1852,9 @@ class B2bua:
         if b.offer is not None:
             self._offer_failed(b, status, now)
             return
+        if b.callback:
+            self._callback_failed(b, status, now)
+            return
         if b.on_answer is not None:  # an outbound call of the node: nobody else to tell
             b.call.status = b.call.status or status
             self._trace(b.call, "originate_failed", status=str(status))
@@ -1374,7 +1892,8 @@ class B2bua:
         if b.state == "up":
             return  # retransmission, re-ACKed above
         a = b.peer
-        if b.state == "ended" or (b.on_answer is None and (a is None or a.state == "ended")):
+        if b.state == "ended" or (b.on_answer is None and b.monitor is None
+                                  and not b.callback and (a is None or a.state == "ended")):
             b.state = "up"
             self._send_bye(b, now)
             return
@@ -1395,6 +1914,9 @@ class B2bua:
             call.answer = now
             call.codec = call.codec or neg.codec
         self._trace(call, "answered", leg=b.id, codec=neg.codec)
+        if b.monitor is not None:  # a supervisor joins an agent's call
+            self._monitor_answered(b.monitor, now)
+            return
         if b.on_answer is not None:  # the node's own outbound call: its flow starts now
             flow, variables = b.on_answer
             b.on_answer = None
@@ -1403,6 +1925,9 @@ class B2bua:
                 "tenant": call.tenant_id or ""}, flows=self._flows(call.tenant_id))
             b.ivr.start(now)
             self._drive_ivr(b, now)
+            return
+        if b.callback:  # the customer called back: it waits for the reserved agent
+            self._callback_answered(b, now)
             return
         assert a is not None
         if b.offer is not None and not self._offer_answered(b, a, now):
@@ -1421,6 +1946,7 @@ class B2bua:
         if b.transfer_from is not None:
             self._notify_refer(b.transfer_from, "200 OK", now)
             self._arm(now + 5.0, "transferor_bye", b.transfer_from)
+            self._release_transferor(b.transfer_from, now)
 
     def _transfer_failed(self, b: Leg, status: int, now: float) -> None:
         transferor, transferee = b.transfer_from, b.peer
@@ -1632,6 +2158,10 @@ class B2bua:
             self.ports.release(leg.port)
             leg.port = 0  # released once: it may belong to another call from now on
         self._legs.pop(leg.id, None)
+        if leg.acd_agent:  # the agent a transfer rang is free again
+            self._agent_leg_ended(leg, now)
+        if leg.monitor is not None:
+            self._end_monitor(leg.monitor, leg, now)
         call = leg.call
         if all(x.state == "ended" for x in call.legs):
             self._finish(call, now)

@@ -75,7 +75,9 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "agents": [{"id": "alice", "extension": "1001",
                             "password": AGENT_HASHES["alice"]},
                            {"id": "bob", "extension": "1002",
-                            "password": AGENT_HASHES["bob"]}],
+                            "password": AGENT_HASHES["bob"]},
+                           {"id": "sue", "extension": "1003", "supervisor": True,
+                            "password": AGENT_HASHES["sue"]}],
                 "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 5}],
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
@@ -120,7 +122,7 @@ PCAP_FLOW: dict[str, Any] = {
 
 VM_PIN = "2468"
 # the agents' desktop passwords (the plan holds scrypt hashes, made once per run)
-AGENT_PASSWORDS = {"alice": "alice-desk-pw", "bob": "bob-desk-pw"}
+AGENT_PASSWORDS = {"alice": "alice-desk-pw", "bob": "bob-desk-pw", "sue": "sue-desk-pw"}
 AGENT_HASHES = {agent: hash_secret(pw) for agent, pw in AGENT_PASSWORDS.items()}
 API_TOKENS = {"acme": "acme-api-token-0123456789", "globex": "globex-api-token-0123456789",
               None: "operator-api-token-0123456789"}
@@ -260,7 +262,9 @@ class NodeHandle:
 
 
 def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
-               flood_limit: int = 2000) -> NodeHandle:
+               flood_limit: int = 2000,
+               plan_edit: Callable[[dict[str, Any]], None] | None = None) -> NodeHandle:
+    """A node on the test plan (``plan_edit`` may change it first)."""
     carrier_port = free_port_pair(CARRIER_IP)
     sip_port = free_port_pair("127.0.0.1")
     fs_port = free_udp_port("127.0.0.1")
@@ -268,8 +272,10 @@ def start_node(workdir: Path, *, extra_args: tuple[str, ...] = (),
     plan_path = workdir / "plan.yaml"
     action_port = free_tcp_port("127.0.0.1")
     api_port = free_tcp_port("127.0.0.1")
-    plan_path.write_text(yaml.safe_dump(test_plan(carrier_port, action_port),
-                                        allow_unicode=True))
+    plan = test_plan(carrier_port, action_port)
+    if plan_edit is not None:
+        plan_edit(plan)
+    plan_path.write_text(yaml.safe_dump(plan, allow_unicode=True))
     proc = ManagedProcess(
         "node",
         [sys.executable, "-m", "appliance.demo", "--run-dir", str(workdir), "--plan",

@@ -147,8 +147,8 @@ def test_no_answer_sets_the_agent_not_ready_and_the_next_agent_gets_the_caller(
         assert call_api(node, "PUT", "/agents/bob/state", bob_token,
                         {"state": "ready"})[0] == 200
         snap = call_api(node, "GET", "/acd", API_TOKENS["acme"])[1]
-        assert {a["id"]: a["state"] for a in snap["agents"]} == {"alice": "ready",
-                                                                "bob": "ready"}
+        assert {a["id"]: a["state"] for a in snap["agents"]} == {
+            "alice": "ready", "bob": "ready", "sue": "logged_out"}  # sue: the supervisor
         # globex sees none of acme's ACD
         assert call_api(node, "GET", "/acd", API_TOKENS["globex"])[0] == 404
 

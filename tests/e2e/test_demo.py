@@ -99,6 +99,14 @@ def test_demo_manifest_and_clean_stop(tmp_run: Path) -> None:
         status, session = http_json("POST", m["api"]["url"] + "/agent-sessions", body={
             "domain": acme["domain"], "agent": "alice", "password": alice["password"]})
         assert status == 201 and session["tenant"] == "acme"
+        assert alice["url"] == m["web"]["desk_url"] and alice["supervisor"] is False
+        # the supervisor signs in at the same desk, and its session says so
+        sup = acme["supervisor"]
+        assert sup["id"] == "sue" and sup["url"] == m["web"]["desk_url"]
+        status, session = http_json("POST", m["api"]["url"] + "/agent-sessions", body={
+            "domain": acme["domain"], "agent": sup["id"], "password": sup["password"]})
+        assert status == 201 and session["supervisor"] is True
+        assert "supervisor" not in next(t for t in m["tenants"] if t["id"] == "globex")
         # the API answers each tenant with its own view, the operator with all
         def get(path: str, token: str) -> Any:
             req = urllib.request.Request(m["api"]["url"] + path,

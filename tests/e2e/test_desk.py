@@ -182,6 +182,14 @@ class Desk:
 def desk_browser(node: NodeHandle, tone_wav: Path) -> Iterator[Desk]:
     """A fresh headless Chromium whose microphone plays ``tone_wav``, on the node's
     ``/desk/`` page; a Content-Security-Policy violation or a page error fails the test."""
+    with desk_browsers(node, [tone_wav]) as (desk,):
+        yield desk
+
+
+@contextmanager
+def desk_browsers(node: NodeHandle, tone_wavs: list[Path]) -> Iterator[tuple[Desk, ...]]:
+    """One browser per tone file (Chromium's fake microphone is per process), each on the
+    node's ``/desk/`` page, as ``desk_browser``."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} missing: make setup installs Debian's chromium")
@@ -189,27 +197,32 @@ def desk_browser(node: NodeHandle, tone_wav: Path) -> Iterator[Desk]:
         pytest.skip(f"{SOFTPHONE_JS} is not built: run `make setup` (npm + esbuild)")
     url = node.manifest["api"]["url"].removesuffix("/api/v1") + "/desk/"
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            *CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={tone_wav}"])
+        browsers: list[Any] = []
         console: list[str] = []
         try:
-            page = browser.new_page(viewport={"width": 1024, "height": 768},
-                                    locale="en-US")
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-            page.goto(url)
-            page.wait_for_function("() => document.body.dataset.ready === 'true'")
-            desk = Desk(page)
+            desks = []
+            for n, wav in enumerate(tone_wavs):
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+                    *CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={wav}"])
+                browsers.append(browser)
+                page = browser.new_page(viewport={"width": 1024, "height": 768},
+                                        locale="en-US")
+                page.on("console", lambda m, n=n: console.append(f"[{n}] {m.type}: {m.text}"))
+                page.on("pageerror", lambda e, n=n: console.append(f"[{n}] pageerror: {e}"))
+                page.goto(url)
+                page.wait_for_function("() => document.body.dataset.ready === 'true'")
+                desks.append(Desk(page))
             try:
-                yield desk
+                yield tuple(desks)
                 bad = [m for m in console if "Content Security Policy" in m
-                       or m.startswith("pageerror")]
+                       or "pageerror" in m]
                 assert not bad, bad
             except BaseException:
                 print("browser console:\n" + "\n".join(console[-40:]))
                 raise
         finally:
-            browser.close()
+            for browser in browsers:
+                browser.close()
 
 
 def drain(sock: socket.socket) -> None:

@@ -50,10 +50,10 @@ class UaCall:
 
 class SipUa:
     def __init__(self, user: str, domain: str, password: str, proxy: Addr,
-                 local_ip: str = "127.0.0.1") -> None:
+                 local_ip: str = "127.0.0.1", port: int = 0) -> None:
         self.user, self.domain, self.password, self.proxy = user, domain, password, proxy
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((local_ip, 0))
+        self.sock.bind((local_ip, port))  # port 0: any; a trunk peer binds the trunk's
         self.local = self.sock.getsockname()
         self.rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.rtp.bind((local_ip, 0))

@@ -21,13 +21,22 @@
 // with the SIP password typed at sign-in; an offer from the ACD rings it with the
 // call's data in the INVITE's X-BL-Data header (url-encoded key=value pairs: queue,
 // agent, language and what the IVR collected), shown as the screen pop.
+//
+// Transfers (the transfer panel during a call): "Transfer" sends a blind REFER to an
+// agent id, a queue name or a number (sip:<target>@<domain>, with the note as
+// ?X-BL-Data=note%3D... so it pops up at the next agent); the node rings the agent,
+// queues the caller or calls the number, and the call is hung up here once the node's
+// NOTIFY says it succeeded (a failure leaves the caller with the agent). "Consult" holds
+// the call and calls a number or extension; "Complete transfer" sends a REFER with
+// Replaces joining the two, "Cancel consult" hangs up the second call and resumes.
 "use strict";
 
 (function () {
   const LANGUAGES = ["en", "zh-Hans", "zh-Hant"];
   const STATES = ["logged_out", "ready", "not_ready", "reserved", "talking", "hold",
                   "wrap_up", "break"];
-  const OWN_REASONS = ["no_answer", "declined", "login"]; // the ACD's, not the tenant's
+  // the ACD's and a supervisor's, not the tenant's
+  const OWN_REASONS = ["no_answer", "declined", "login", "supervisor"];
   const REFRESH_MS = 5000;
   const API = new URL("../api/v1/", window.location.href);
 
@@ -43,6 +52,8 @@
   let snapshot = null;
   let own = { state: "", reason: "", since: 0 };
   let call = { state: "idle", held: false, muted: false };
+  let transfer = { state: "", target: "", cause: "" }; // the panel's status line
+  let consult = null; // {target, state: "calling" | "talking"} during a consultation
   let phoneState = { key: "phone.off", vars: {} };
   let streamState = "connecting";
 
@@ -233,6 +244,7 @@
       own = { state: doc.state, reason: doc.reason || "", since: performance.now() };
       renderOwn();
     }
+    emit("event", type, doc);
     scheduleRefresh(200);
   }
 
@@ -343,12 +355,34 @@
     on("unmuted", () => setCall(call.state, { muted: false }));
     on("ended", () => endCall());
     on("failed", () => endCall());
+    on("consultProgress", () => renderTransfer());
+    on("consultConfirmed", () => {
+      if (!consult) return;
+      consult.state = "talking";
+      setTransfer("consultReady", consult.target);
+    });
+    on("consultEnded", () => {
+      if (!consult) return;
+      const target = consult.target;
+      consult = null;
+      if (transfer.state === "consulting" || transfer.state === "consultReady") {
+        setTransfer("consultEnded", target);
+      }
+      renderTransfer();
+    });
+    on("consultPromoted", () => { // the caller hung up: the consultation is the call
+      consult = null;
+      setTransfer("", "");
+      setCall("talking", { held: false });
+    });
     // The screen pop: JsSIP hands over the INVITE, whose X-BL-Data the softphone's own
     // "incoming" event does not carry. A second call while busy is refused (486) by the
     // softphone before this runs: its session has ended and is not shown.
     mine.ua.on("newRTCSession", (e) => {
       if (phone !== mine || e.originator !== "remote" || e.session.isEnded()) return;
+      setTransfer("", "");
       showPop(e.request);
+      emit("incoming", new URLSearchParams(e.request.getHeader("X-BL-Data") || ""));
     });
     phone.register();
   }
@@ -379,8 +413,10 @@
   }
 
   function endCall() {
+    consult = null;
     setCall("idle");
     $("screen-pop").hidden = true;
+    emit("ended");
   }
 
   function showPop(request) {
@@ -391,7 +427,7 @@
     const name = from && from.display_name ? ` (${from.display_name})` : "";
     $("pop-caller").textContent = `${number || t("pop.unknown")}${name}`;
     const data = new URLSearchParams(request.getHeader("X-BL-Data") || "");
-    const known = ["queue", "language"];
+    const known = ["queue", "language", "transferred_by", "note"];
     const keys = [...known.filter((k) => data.has(k)),
                   ...[...new Set(data.keys())].filter((k) => !known.includes(k)
                                                           && k !== "agent")];
@@ -430,6 +466,112 @@
       p.call(number);
       setCall("calling");
     });
+  }
+
+  // ------------------------------------------------------------------ transfers
+  const TARGETS = {
+    agent: /^[A-Za-z0-9_-]{1,32}$/,
+    queue: /^[a-z0-9][a-z0-9-]{0,62}$/,
+    number: /^\+?[0-9*#]{2,20}$/,
+  };
+
+  function transferTarget() {
+    const kind = $("transfer-kind").value;
+    const target = $("transfer-target").value.trim();
+    return TARGETS[kind] && TARGETS[kind].test(target) ? target : null;
+  }
+
+  function setTransfer(state, target, cause) {
+    transfer = { state, target: target || "", cause: cause || "" };
+    renderTransfer();
+  }
+
+  function failTransfer(target, err) {
+    setTransfer("failed", target, (err && err.message) || String(err));
+  }
+
+  async function blindTransfer(event) {
+    event.preventDefault();
+    if (!phone || call.state !== "talking" || consult || transfer.state === "transferring") {
+      return;
+    }
+    const target = transferTarget();
+    if (!target) return setTransfer("invalid", "");
+    const note = $("transfer-note").value.trim();
+    const user = encodeURIComponent(target).replace(/%2B/g, "+");
+    const data = note ? `?X-BL-Data=${encodeURIComponent(new URLSearchParams({ note }))}` : "";
+    setTransfer("transferring", target);
+    try {
+      await phone.transfer(`sip:${user}@${session.domain}${data}`);
+    } catch (err) {
+      return failTransfer(target, err);
+    }
+    setTransfer("done", target);
+    $("transfer-target").value = $("transfer-note").value = "";
+    phoneAction((p) => p.hangup()); // the caller went on: this call leaves
+  }
+
+  function startConsult() {
+    if (!phone || call.state !== "talking" || consult) return;
+    const target = $("transfer-kind").value === "number" ? transferTarget() : null;
+    if (!target) return setTransfer("invalid", "");
+    phoneAction((p) => {
+      p.consult(target);
+      consult = { target, state: "calling" };
+      setCall("talking", { held: true });
+      setTransfer("consulting", target);
+    });
+  }
+
+  async function completeTransfer() {
+    if (!phone || !consult || consult.state !== "talking") return;
+    const target = consult.target;
+    setTransfer("transferring", target);
+    try {
+      await phone.completeTransfer();
+    } catch (err) {
+      return failTransfer(target, err);
+    }
+    setTransfer("done", target);
+    $("transfer-target").value = $("transfer-note").value = "";
+    phoneAction((p) => p.hangup());
+  }
+
+  function cancelConsult() {
+    if (!phone || !consult) return;
+    consult = null;
+    setTransfer("", "");
+    phoneAction((p) => p.cancelConsult());
+  }
+
+  function renderTransferChoices() {
+    const kind = $("transfer-kind").value;
+    const names = !snapshot ? [] : kind === "agent"
+      ? snapshot.agents.map((a) => a.id).filter((id) => !session || id !== session.agent)
+      : kind === "queue" ? snapshot.queues.map((q) => q.name) : [];
+    $("transfer-choices").replaceChildren(...names.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      return option;
+    }));
+  }
+
+  function renderTransfer() {
+    const live = call.state === "talking";
+    $("transfer").hidden = !live;
+    const busy = transfer.state === "transferring";
+    $("transfer-blind").disabled = !live || busy || consult !== null;
+    $("transfer-consult").disabled = !live || busy || consult !== null
+      || $("transfer-kind").value !== "number";
+    $("transfer-complete").hidden = $("transfer-cancel").hidden = consult === null;
+    $("transfer-complete").disabled = busy || !consult || consult.state !== "talking";
+    $("transfer-cancel").disabled = busy;
+    $("transfer-kind").disabled = $("transfer-target").disabled = consult !== null;
+    const el = $("transfer-status");
+    el.dataset.state = transfer.state;
+    el.textContent = transfer.state
+      ? t(`transfer.${transfer.state}`, { target: transfer.target, cause: transfer.cause })
+      : "";
   }
 
   // ------------------------------------------------------------------ rendering
@@ -529,6 +671,7 @@
     $("hold").textContent = t(call.held ? "call.resume" : "call.hold");
     $("mute").setAttribute("aria-pressed", String(call.muted));
     $("mute").textContent = t(call.muted ? "call.unmute" : "call.mute");
+    renderTransfer();
   }
 
   function renderStream() {
@@ -547,10 +690,36 @@
     renderOwn();
     renderReasons();
     renderLive();
+    renderTransferChoices();
     renderPhone();
     renderCall();
     renderStream();
+    emit("render");
   }
+
+  // ------------------------------------------------------------------ panels
+  // Other panels (supervisor.js) plug in here: they hear of every render, ACD event,
+  // incoming and ended call, and use the desk's API client, labels and phone.
+  const listeners = { render: [], event: [], incoming: [], ended: [] };
+
+  function emit(name, ...args) {
+    for (const fn of listeners[name]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        console.error(`desk: ${name} listener`, err);
+      }
+    }
+  }
+
+  window.BranchlineDesk = {
+    api, t,
+    on: (name, fn) => listeners[name].push(fn),
+    session: () => session,
+    snapshot: () => snapshot,
+    answer: () => phoneAction((p) => p.answer()),
+    refresh: () => scheduleRefresh(0),
+  };
 
   // ------------------------------------------------------------------ start
   async function start() {
@@ -571,6 +740,14 @@
       if (call.muted) p.unmute(); else p.mute();
     }));
     $("dial-form").addEventListener("submit", dial);
+    $("transfer-form").addEventListener("submit", blindTransfer);
+    $("transfer-consult").addEventListener("click", startConsult);
+    $("transfer-complete").addEventListener("click", completeTransfer);
+    $("transfer-cancel").addEventListener("click", cancelConsult);
+    $("transfer-kind").addEventListener("change", () => {
+      renderTransferChoices();
+      renderTransfer();
+    });
     for (const key of $("keypad").querySelectorAll("button[data-key]")) {
       key.addEventListener("click", () => pressKey(key.dataset.key));
     }

@@ -5,7 +5,8 @@
 // the realm. Media is WebRTC (ICE + DTLS-SRTP); the node's rtpengine turns it into
 // the plain RTP the feature server speaks (docs/WEBRTC.md).
 //
-// One call at a time. Built by esbuild into one IIFE, dist/softphone.js, that defines
+// One call at a time, plus a consultation call while it is on hold (attended transfer).
+// Built by esbuild into one IIFE, dist/softphone.js, that defines
 // a global `Softphone`:
 //
 //   const phone = Softphone({wsUrl: "wss://node.example:8443", uri: "sip:1001@acme.example",
@@ -21,12 +22,19 @@
 //   phone.call("1002");   // a number of the tenant, or a full sip: URI
 //   phone.hold(); phone.unhold(); phone.mute(); phone.unmute(); phone.sendDTMF("12#");
 //   phone.hangup(); phone.unregister(); phone.stop();
+//   await phone.transfer("sip:bob@acme.example");  // blind transfer (REFER); resolves on
+//                                  // the far end's NOTIFY 2xx, rejects with the failure
+//   phone.consult("1002");         // hold the call, call the second party
+//   await phone.completeTransfer(); // attended transfer: REFER with Replaces
+//   phone.cancelConsult();         // hang up the consultation, resume the call
 //
 // Events (callbacks registered with on(name, fn); a callback's exception is logged,
 // never thrown into JsSIP): connected, disconnected, registered, unregistered,
 // registrationFailed {cause}, incoming {from, displayName}, progress, accepted,
 // confirmed, ended {cause, originator}, failed {cause, originator}, hold {originator},
-// unhold {originator}, muted, unmuted, dtmf {tone, originator}, remoteStream (MediaStream).
+// unhold {originator}, muted, unmuted, dtmf {tone, originator}, remoteStream (MediaStream);
+// for the consultation call: consultProgress, consultConfirmed, consultEnded {cause,
+// originator}, and consultPromoted (the first call ended: the consultation is the call).
 
 import JsSIP from "jssip";
 
@@ -34,6 +42,7 @@ const EVENTS = new Set([
   "connected", "disconnected", "registered", "unregistered", "registrationFailed",
   "incoming", "progress", "accepted", "confirmed", "ended", "failed", "hold", "unhold",
   "muted", "unmuted", "dtmf", "remoteStream",
+  "consultProgress", "consultConfirmed", "consultEnded", "consultPromoted",
 ]);
 
 function Softphone(options) {
@@ -49,6 +58,10 @@ function Softphone(options) {
   const domain = target.host;
   const handlers = new Map();
   let session = null;
+  let consultSession = null; // the second call of an attended transfer
+  let placingConsult = false;
+  let joining = false; // an attended transfer is under way: the first call just ends
+  const streams = new Map(); // session -> its remote MediaStream
   let remoteStream = null;
   const remoteAudio = opts.remoteAudio || new Audio();
   remoteAudio.autoplay = true;
@@ -84,7 +97,7 @@ function Softphone(options) {
   ua.on("registrationFailed", (e) => emit("registrationFailed", { cause: e.cause }));
   ua.on("newRTCSession", (e) => {
     if (e.originator === "remote") {
-      if (session) {
+      if (session || consultSession) {
         e.session.terminate({ status_code: 486, reason_phrase: "Busy Here" });
         return;
       }
@@ -93,27 +106,57 @@ function Softphone(options) {
         from: e.request.from.uri.toString(),
         displayName: e.request.from.display_name || "",
       });
+    } else if (placingConsult) {
+      adoptConsult(e.session);
     } else {
       adopt(e.session);
     }
   });
 
-  function attachRemote(pc) {
+  // The far end heard is the consultation's while there is one, else the call's.
+  function play() {
+    const active = consultSession || session;
+    const stream = (active && streams.get(active)) || null;
+    if (stream === remoteStream) return;
+    remoteStream = stream;
+    remoteAudio.srcObject = stream;
+    if (!stream) return;
+    const playing = remoteAudio.play();
+    if (playing) playing.catch((err) => console.warn("Softphone: autoplay refused", err));
+    emit("remoteStream", stream);
+  }
+
+  function attachRemote(s, pc) {
     pc.addEventListener("track", (ev) => {
-      const stream = ev.streams[0] || new MediaStream([ev.track]);
-      if (stream === remoteStream) return;
-      remoteStream = stream;
-      remoteAudio.srcObject = stream;
-      const playing = remoteAudio.play();
-      if (playing) playing.catch((err) => console.warn("Softphone: autoplay refused", err));
-      emit("remoteStream", stream);
+      streams.set(s, ev.streams[0] || new MediaStream([ev.track]));
+      play();
     });
+  }
+
+  function watchMedia(s) {
+    if (s.connection) attachRemote(s, s.connection);
+    else s.on("peerconnection", (e) => attachRemote(s, e.peerconnection));
+  }
+
+  function adoptConsult(s) {
+    consultSession = s;
+    watchMedia(s);
+    s.on("progress", () => emit("consultProgress"));
+    s.on("confirmed", () => emit("consultConfirmed"));
+    const done = (e) => {
+      streams.delete(s);
+      if (consultSession === s) consultSession = null;
+      play();
+      emit("consultEnded", { cause: e.cause, originator: e.originator });
+    };
+    s.on("ended", done);
+    s.on("failed", done);
   }
 
   function adopt(s) {
     session = s;
-    if (s.connection) attachRemote(s.connection);
-    else s.on("peerconnection", (e) => attachRemote(e.peerconnection));
+    joining = false;
+    watchMedia(s);
     s.on("progress", () => emit("progress"));
     s.on("accepted", () => emit("accepted"));
     s.on("confirmed", () => emit("confirmed"));
@@ -123,10 +166,18 @@ function Softphone(options) {
     s.on("unmuted", () => emit("unmuted"));
     s.on("newDTMF", (e) => emit("dtmf", { tone: e.dtmf.tone, originator: e.originator }));
     const done = (name) => (e) => {
+      streams.delete(s);
+      if (session === s && consultSession && !joining) {
+        // the first call ended during a consultation: the consultation is the call now
+        session = consultSession;
+        consultSession = null;
+        play();
+        emit("consultPromoted", { cause: e.cause, originator: e.originator });
+        return;
+      }
       if (session === s) {
         session = null;
-        remoteStream = null;
-        remoteAudio.srcObject = null;
+        play();
       }
       emit(name, { cause: e.cause, originator: e.originator });
     };
@@ -137,6 +188,27 @@ function Softphone(options) {
   function current() {
     if (!session) throw new Error("Softphone: no call");
     return session;
+  }
+
+  function toUri(number) {
+    return number.startsWith("sip:") ? number : `sip:${number}@${domain}`;
+  }
+
+  // REFER on `s`; resolves on the NOTIFY 2xx, rejects with the status or cause.
+  function refer(s, to, options) {
+    return new Promise((resolve, reject) => {
+      const fail = (e) => {
+        const line = e && e.status_line;
+        const response = e && e.response;
+        reject(new Error(line ? `${line.status_code} ${line.reason_phrase}`
+          : response ? `${response.status_code} ${response.reason_phrase}`
+            : (e && e.cause) || "failed"));
+      };
+      const sent = s.refer(to, Object.assign({}, options, {
+        eventHandlers: { accepted: () => resolve(), failed: fail, requestFailed: fail },
+      }));
+      if (!sent) reject(new Error("the call is not established"));
+    });
   }
 
   const callOptions = () => ({
@@ -173,8 +245,42 @@ function Softphone(options) {
     },
     call(number) {
       if (session) throw new Error("Softphone: already in a call");
-      const to = number.startsWith("sip:") ? number : `sip:${number}@${domain}`;
-      ua.call(to, callOptions());
+      ua.call(toUri(number), callOptions());
+    },
+    get consulting() {
+      return consultSession !== null;
+    },
+    transfer(to) {
+      return refer(current(), toUri(to));
+    },
+    consult(number) {
+      const main = current();
+      if (consultSession) throw new Error("Softphone: already consulting");
+      if (!main.isOnHold().local) main.hold();
+      placingConsult = true;
+      try {
+        ua.call(toUri(number), callOptions());
+      } finally {
+        placingConsult = false;
+      }
+    },
+    completeTransfer() {
+      const main = current();
+      const other = consultSession;
+      if (!other || !other.isEstablished()) {
+        return Promise.reject(new Error("Softphone: no consultation to join"));
+      }
+      joining = true;
+      return refer(main, other.remote_identity.uri.toString(), { replaces: other })
+        .catch((err) => {
+          joining = false;
+          throw err;
+        });
+    },
+    cancelConsult() {
+      const main = current();
+      if (consultSession) consultSession.terminate();
+      if (main.isOnHold().local) main.unhold();
     },
     answer() {
       current().answer(callOptions());
@@ -218,6 +324,7 @@ function Softphone(options) {
       return out;
     },
     stop() {
+      if (consultSession) consultSession.terminate();
       if (session) session.terminate();
       ua.stop();
     },
