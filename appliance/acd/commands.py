@@ -7,7 +7,7 @@
 - :class:`CancelOffer`: stop ringing that agent for that contact.
 - :class:`Announce`: tell the waiting caller its position and estimated wait.
 - :class:`ExitQueue`: take the caller out of the queue to ``route`` (``""``: back to the
-  flow's ``on_failure``).
+  flow's ``on_failure``; always so when its queue was removed by a new configuration).
 - :class:`PlaceCallback`: call the customer back at ``number``; report
   ``callback_answered`` or ``callback_failed``. :class:`CancelCallback`: stop that call.
 """
@@ -44,7 +44,7 @@ class CancelOffer:
     tenant_id: str
     contact: str
     agent: str
-    reason: str  # timeout, answered_elsewhere, abandoned, logout
+    reason: str  # timeout, answered_elsewhere, abandoned, logout, agent_removed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -64,7 +64,7 @@ class ExitQueue:
     contact: str
     queue: str
     route: str
-    reason: str  # max_wait, max_length
+    reason: str  # max_wait, max_length, queue_removed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

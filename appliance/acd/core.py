@@ -44,6 +44,12 @@ never changes: an offer not answered, declined, or withdrawn puts it back exactl
 it was; an overflow to another queue keeps its enqueue time; a callback entry keeps it.
 A transfer to a queue is a new arrival there.
 
+``reconfigure`` applies a new configuration of the tenant in place: agents, contacts,
+counters and timers stay; only the indexes of what changed are updated (docs/ACD.md,
+"Reconfiguring"). An agent it removes while in a call stays, in no queue, until the
+call ends; a queue it removes is kept aside for its contacts still ringing or
+connected, which finish there, and none of them comes back to a line.
+
 Agent and contact states and what moves them are the tables of
 :mod:`appliance.acd.states`; docs/ACD.md has the full story.
 """
@@ -80,6 +86,7 @@ from appliance.acd.errors import (
 )
 from appliance.acd.events import (
     AcdEvent,
+    AcdReconfigured,
     AgentStateChanged,
     BreakApproved,
     BreakCancelled,
@@ -140,6 +147,8 @@ POOL_LIMIT = 64  # pools kept per queue before unused ones are dropped
 AHT_WINDOW = 50  # handled contacts in a queue's recent average handle time
 DAY = 86400.0
 _AGENT_TIMERS = frozenset({"wrap"})
+# The tenant settings an AcdReconfigured event names when they change.
+_SETTINGS = ("max_on_break", "break_groups", "not_ready_reasons", "night_hours")
 
 
 # --------------------------------------------------------------------------- internals
@@ -169,6 +178,8 @@ class _Queue:
     counters: QueueCounters = field(default_factory=QueueCounters)
     aht: deque[float] = field(default_factory=lambda: deque(maxlen=AHT_WINDOW))
     aht_sum: float = 0.0
+    removed: bool = False  # dropped by a new configuration; its contacts still offered
+    # or connected finish here, none comes back to its line
 
     def in_queue(self) -> int:
         return sum(self.counts[s] for s in IN_QUEUE)
@@ -196,6 +207,8 @@ class _Agent:
     counters: AgentCounters = field(default_factory=AgentCounters)
     wrap_queue: _Queue | None = None
     handle_talk: float = 0.0
+    removed: bool = False  # dropped by a new configuration while in a call: in no queue,
+    # logged out (and forgotten) when the call ends
 
 
 @dataclass(eq=False, slots=True)
@@ -220,6 +233,7 @@ class _Contact:
     callback_attempts: int = 0
     next_rule: int = 0
     answered_at: float = 0.0
+    ring_all: bool = False  # the current offers were made ring-all
     timers: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     @property
@@ -304,16 +318,8 @@ class Acd:
         a = self._agent(agent_id)
         now = self._clock(now)
         self._require(a, "logout")
-        c = a.contact
-        if a.state is A.RESERVED and c is not None:
-            a.contact = None
-            if c.state is C.OFFERED:
-                del c.offers[a.id]
-                self._cancel_offer(c, a, "logout", now)
-                if not c.offers:
-                    self._requeue(c, now, "withdrawn")
-            else:  # a callback being dialled goes on without this agent
-                c.agent = None
+        if a.state is A.RESERVED:
+            self._withdraw(a, now, "logout")
         if a.break_pending:
             self._drop_break(a, now, "logout")
         self._set(a, A.LOGGED_OUT, now, "logout", action="logout")
@@ -347,13 +353,16 @@ class Acd:
             self._set(a, A.NOT_READY, now, "not_ready", action="not_ready", reason=reason)
         self._settle(now)
 
-    def request_break(self, agent_id: str, now: float) -> bool:
+    def request_break(self, agent_id: str, now: float, *, forced: bool = False) -> bool:
         """Approve a break while fewer than the maximum of the agent's break group are on
         break or approved (R-5.2d): from ready or not ready the break starts now, during
         a contact or its after-call work it starts when they end. Refused otherwise,
-        with ``BreakRefused``. Returns whether it was approved."""
+        with ``BreakRefused``. ``forced``: a supervisor grants it whatever the maximum
+        (cause ``supervisor``). Returns whether it was approved."""
         a = self._agent(agent_id)
         now = self._clock(now)
+        if a.removed:
+            raise InvalidTransition(a.id, a.state, "break", "removed from the configuration")
         now_ok = (a.state, "break") in AGENT_TRANSITIONS
         later_ok = (a.state, "break_request") in AGENT_TRANSITIONS
         if a.break_pending or not (now_ok or later_ok):
@@ -362,14 +371,15 @@ class Acd:
         group = a.cfg.break_group
         maximum = self._break_max(group)
         on_break = self._breaks.get(group, 0)
-        if on_break >= maximum:
+        if on_break >= maximum and not forced:
             self._event(BreakRefused(tenant_id=self.tenant_id, at=now, cause="maximum_on_break",
                                      agent=a.id, group=group, on_break=on_break,
                                      maximum=maximum))
             self._settle(now)
             return False
         self._breaks[group] = on_break + 1
-        self._event(BreakApproved(tenant_id=self.tenant_id, at=now, cause="auto_approved",
+        self._event(BreakApproved(tenant_id=self.tenant_id, at=now,
+                                  cause="supervisor" if forced else "auto_approved",
                                   agent=a.id, group=group, pending=not now_ok))
         if now_ok:
             self._set(a, A.BREAK, now, "break", action="break")
@@ -422,10 +432,15 @@ class Acd:
             raise InvalidTransition(a.id, a.state, "outbound_end", "no outbound call")
         self._require(a, "outbound_end")
         state, reason = a.outbound_return
-        if a.break_pending:
+        cause = "outbound_ended"
+        if a.removed:
+            state, reason, cause = A.LOGGED_OUT, "", "removed"
+        elif a.break_pending:
             state, reason = A.BREAK, ""
-        self._set(a, state, now, "outbound_ended", action="outbound_end", reason=reason)
+        self._set(a, state, now, cause, action="outbound_end", reason=reason)
         a.outbound = False
+        if a.removed:
+            self._forget_agent(a)
         self._settle(now)
 
     # ----------------------------------------------------------------- contact inputs
@@ -632,6 +647,7 @@ class Acd:
         else:
             self._cstate(c, C.OFFERED)
             c.offers[a.id] = None
+            c.ring_all = False
             self._make_offer(c, a, now, ring_all=False)
             self._timer(c, "ring", now + c.queue.cfg.ring_timeout)
         self._settle(now)
@@ -649,13 +665,16 @@ class Acd:
 
     def tick(self, now: float) -> None:
         now = self._clock(now)
+        self._run_timers(now)
+        self._settle(now)
+
+    def _run_timers(self, now: float) -> None:
         timers = self._timers
         while timers and timers[0][0] <= now:
             _, seq, kind, ident = heapq.heappop(timers)
             if self._timer_live(seq, kind, ident):
                 self._fire(kind, ident, now)
                 self._settle(now)
-        self._settle(now)
 
     def set_local_time(self, now: float, seconds_of_day: float) -> None:
         """Tell the core the tenant's local time of day at ``now`` (at start, and again
@@ -675,6 +694,222 @@ class Acd:
         ``set_local_time`` was called)."""
         now = self._clock(now)
         self._reset_day(now, "reset")
+        self._settle(now)
+
+    # ----------------------------------------------------------------- configuration
+
+    def reconfigure(self, config: TenantAcdConfig, now: float) -> None:
+        """Apply a new configuration of this tenant in place, everything kept live
+        (docs/ACD.md, "Reconfiguring"). In short: agents keep their state, timers,
+        counters and contact; a removed agent is logged out (its offer withdrawn), or,
+        in a call, when that call ends; queues keep their waiting contacts in place; a
+        removed queue's waiting contacts leave (``ExitQueue``, reason
+        ``queue_removed``), its offered and connected ones finish; new parameters apply
+        to the next decision, and running timers whose parameter changed are counted
+        again from their start (firing now if already due). An invalid configuration,
+        or one of another tenant, raises ``AcdConfigError`` and changes nothing; the
+        same configuration changes nothing. Announced by ``AcdReconfigured``."""
+        if not isinstance(config, TenantAcdConfig):
+            raise InvalidArgument("a configuration is a TenantAcdConfig")
+        config.validate()
+        if config.tenant_id != self.tenant_id:
+            raise AcdConfigError("tenant_id", f"a configuration of tenant "
+                                 f"{config.tenant_id!r}, not {self.tenant_id!r}")
+        now = self._clock(now)
+        old = self.config
+        if config == old:
+            return
+        # ---- what changed
+        new_q = {qc.name: qc for qc in config.queues}
+        old_a = {ac.id: ac for ac in old.agents}
+        new_a = {ac.id: ac for ac in config.agents}
+        kept = [n for n in new_q if n in self._queues]
+        removed_q = {n for n in self._queues if n not in new_q}
+        changed_q = {n for n in kept if self._queues[n].cfg != new_q[n]}
+        removed_a = [i for i in old_a if i not in new_a]
+        self._event(AcdReconfigured(
+            tenant_id=self.tenant_id, at=now, cause="reconfigured",
+            queues_added=tuple(n for n in new_q if n not in self._queues),
+            queues_removed=tuple(n for n in self._queues if n in removed_q),
+            queues_changed=tuple(n for n in kept if n in changed_q),
+            agents_added=tuple(i for i in new_a if i not in old_a),
+            agents_removed=tuple(removed_a),
+            agents_changed=tuple(i for i, ac in new_a.items()
+                                 if i in old_a and old_a[i] != ac),
+            settings_changed=tuple(name for name in _SETTINGS
+                                   if getattr(old, name) != getattr(config, name))))
+        members: dict[str, list[str]] = {n: [] for n in new_q}
+        reskilled: set[str] = set()  # agents with other skills
+        reordered: set[str] = set()  # agents at another place in the configuration
+        for order, ac in enumerate(config.agents):
+            for n in ac.queues:
+                members[n].append(ac.id)
+            found = self._agents.get(ac.id)
+            if found is not None and found.cfg.skills != ac.skills:
+                reskilled.add(ac.id)
+            elif found is not None and found.order != order:
+                reordered.add(ac.id)
+        # Which indexes change, by queue: the contacts' requirements (taken out of line
+        # and put back), pool members (who, skills), ready heaps (strategy, agents'
+        # order), waiting heaps (priority), the max_wait timers.
+        rules: set[str] = set()
+        members_changed: set[str] = set()
+        ready_keys: set[str] = set()
+        waiting_keys: set[str] = set()
+        max_wait: set[str] = set()
+        for n in kept:
+            q, qc = self._queues[n], new_q[n]
+            if (q.cfg.overflow, q.cfg.match_language) != (qc.overflow, qc.match_language):
+                rules.add(n)
+            elif q.cfg.max_wait != qc.max_wait:
+                max_wait.add(n)
+            if [a.id for a in q.agents] != members[n] or not reskilled.isdisjoint(members[n]):
+                members_changed.add(n)
+            elif q.cfg.strategy != qc.strategy or not reordered.isdisjoint(members[n]):
+                ready_keys.add(n)
+            if q.cfg.priority != qc.priority:
+                waiting_keys.add(n)
+        # ---- out of line: the waiting contacts of removed queues and of new rules
+        touched: list[_Contact] = []  # in line, ringing or in a callback, of such queues
+        pulled: list[_Contact] = []  # taken out of their line, put back below
+        for c in self._contacts.values():
+            if c.queue.removed or c.state not in IN_QUEUE:
+                continue
+            name = c.queue.name
+            if name in changed_q or name in removed_q:
+                touched.append(c)
+            if c.state is C.WAITING and (name in rules or name in removed_q):
+                self._leave_line(c)
+                pulled.append(c)
+        for n in removed_q:
+            q = self._queues[n]
+            for pool in q.pools.values():
+                for agent_id in pool.members:
+                    del self._agents[agent_id].pools[pool.pid]
+            q.pools.clear()
+        # ---- the new configuration
+        self.config = config
+        self._night = None if config.night_hours is None else (
+            minutes(config.night_hours[0]), minutes(config.night_hours[1]))
+        self._reasons = frozenset(("", *config.not_ready_reasons))
+        old_cfg = {n: self._queues[n].cfg for n in kept}
+        queues: dict[str, _Queue] = {}
+        for qc in config.queues:
+            q = self._queues.get(qc.name) or _Queue(qc, qc.name)
+            q.cfg = qc
+            q.agents = []
+            queues[qc.name] = q
+        for n in removed_q:
+            self._queues[n].removed = True
+            self._queues[n].agents = []
+        self._queues = queues
+        agents: dict[str, _Agent] = {}
+        for order, ac in enumerate(config.agents):
+            found = self._agents.get(ac.id)
+            if found is None:
+                a = _Agent(ac, ac.id, order, since=now, acct=now, idle_since=now)
+            else:
+                a = found
+                group = a.cfg.break_group
+                if ac.break_group != group and (a.state is A.BREAK or a.break_pending):
+                    self._breaks[group] -= 1  # its break counts in its new group now
+                    self._breaks[ac.break_group] = self._breaks.get(ac.break_group, 0) + 1
+                a.cfg, a.order, a.removed = ac, order, False
+            a.queues = [queues[n] for n in ac.queues]
+            for q in a.queues:
+                q.agents.append(a)
+            agents[ac.id] = a
+        for a in self._agents.values():  # removed now (or before, still in a call)
+            if a.id not in agents:
+                a.removed = True
+                a.queues = []
+                agents[a.id] = a
+        self._agents = agents
+        for q in queues.values():
+            q.staffed = sum(a.state in STAFFED for a in q.agents)
+            q.ready = sum(a.state is A.READY for a in q.agents)
+        # ---- the indexes of the queues kept
+        for n in members_changed:
+            for pool in queues[n].pools.values():
+                self._repool(pool)
+            for a in queues[n].agents:
+                if a.state is A.READY:  # it may match contacts waiting there now
+                    self._pending_agents.append(a)
+        for n in ready_keys:
+            for pool in queues[n].pools.values():
+                self._rekey_ready(pool)
+        for n in waiting_keys:
+            for pool in queues[n].pools.values():
+                waiting, pool.waiting = pool.waiting, IndexedHeap()
+                for contact_id in waiting:
+                    pool.waiting.push(contact_id, self._contacts[contact_id].pool_key)
+        # ---- running timers whose parameter changed; requirements by the new rules
+        for c in touched:
+            q = c.queue
+            if q.removed:
+                continue
+            was, cfg = old_cfg[q.name], q.cfg
+            if c.state is C.OFFERED:
+                self._retime(c, "ring", was.ring_timeout, cfg.ring_timeout, now)
+            elif c.state is C.CALLING_BACK:
+                self._retime(c, "callback", was.callback_timeout, cfg.callback_timeout, now)
+            elif c.state is C.PARKED:
+                self._retime(c, "retry", was.callback_retry_delay, cfg.callback_retry_delay,
+                             now)
+            every = cfg.announce_position_every
+            if c.live and c.state in (C.WAITING, C.OFFERED):
+                if "announce" in c.timers:
+                    self._retime(c, "announce", was.announce_position_every, every, now)
+                elif every is not None:
+                    self._timer(c, "announce", now + every)
+            if q.name in rules:
+                self._rederive(c, now)
+        for a in agents.values():
+            wq = a.wrap_queue
+            if a.state is A.WRAP_UP and wq is not None and not wq.removed \
+                    and wq.name in changed_q and old_cfg[wq.name].wrap_up != wq.cfg.wrap_up:
+                if wq.cfg.wrap_up is None:
+                    a.timers.pop("wrap", None)
+                else:
+                    self._timer(a, "wrap", max(now, a.since + wq.cfg.wrap_up))
+        # ---- removed agents: logged out now, or when their call ends
+        for agent_id in removed_a:
+            a = agents[agent_id]
+            if a.state is A.RESERVED:
+                self._withdraw(a, now, "agent_removed")
+            if a.break_pending:
+                self._drop_break(a, now, "removed")
+            if a.state in (A.TALKING, A.HOLD):
+                continue
+            if a.state is not A.LOGGED_OUT:
+                self._set(a, A.LOGGED_OUT, now, "removed", action="logout")
+            self._forget_agent(a)
+        # ---- a new max_wait: those waiting over it leave, the others' timers move
+        for n in max_wait:
+            q = queues[n]
+            limit = q.cfg.max_wait
+            line = sorted((self._contacts[cid] for cid in q.ages), key=lambda c: c.line_key)
+            for c in line:
+                if c.was_callback:
+                    continue
+                if limit is None:
+                    c.timers.pop("max_wait", None)
+                elif now - c.enqueued_at >= limit:
+                    self._exit(c, "max_wait", now)
+                else:
+                    self._timer(c, "max_wait", c.enqueued_at + limit)
+        # ---- back in line in place (or out, from a removed queue)
+        leaving = sorted((c for c in touched if c.queue.removed and c.state is C.PARKED),
+                         key=lambda c: c.line_key)
+        for c in sorted(pulled, key=lambda c: c.line_key):
+            if c.queue.removed:
+                self._exit(c, "queue_removed", now)
+            elif self._catch_up(c, now):
+                self._enter_line(c, now, "")
+        for c in leaving:
+            self._exit(c, "queue_removed", now)
+        self._settle(now)
+        self._run_timers(now)
         self._settle(now)
 
     # ----------------------------------------------------------------- views
@@ -734,7 +969,7 @@ class Acd:
         now = max(now, self._now)
         callbacks = dict.fromkeys(self._queues, 0)
         for c in self._contacts.values():
-            if c.was_callback and not c.live:
+            if c.was_callback and not c.live and not c.queue.removed:
                 callbacks[c.queue.name] += 1
         queues = []
         for q in self._queues.values():
@@ -864,9 +1099,38 @@ class Acd:
         target = A.BREAK if a.break_pending else A.READY
         self._set(a, target, now, cause, action="withdraw", keep_idle=True)
 
+    def _withdraw(self, a: _Agent, now: float, reason: str) -> None:
+        """The reserved agent leaves (logout, removed): its offer is cancelled and the
+        contact goes on ringing its other agents (ring-all) or back to its place; a
+        callback being dialled goes on without this agent. The agent stays reserved
+        (the caller moves it on)."""
+        c = a.contact
+        if c is None:
+            return
+        a.contact = None
+        if c.state is C.OFFERED:
+            del c.offers[a.id]
+            self._cancel_offer(c, a, reason, now)
+            if not c.offers:
+                self._cancel_timer(c, "ring")
+                self._requeue(c, now, "withdrawn")
+        else:
+            c.agent = None
+
+    def _forget_agent(self, a: _Agent) -> None:
+        """A removed agent is logged out: the core no longer knows it."""
+        a.timers.clear()
+        del self._agents[a.id]
+
     def _after_call(self, a: _Agent, q: _Queue, talked: float, now: float,
                     cause: str) -> None:
         a.contact = None
+        if a.removed:  # no after-call work for queues it no longer serves: logged out
+            self._record_aht(q, talked)
+            a.wrap_queue = None
+            self._set(a, A.LOGGED_OUT, now, "removed", action="end")
+            self._forget_agent(a)
+            return
         a.wrap_queue = q
         a.handle_talk = talked
         wrap = q.cfg.wrap_up
@@ -994,7 +1258,10 @@ class Acd:
             c.timers.pop("max_wait", None)
         return True
 
-    def _apply_rule(self, c: _Contact, rule: OverflowRule, now: float) -> None:
+    def _apply_rule(self, c: _Contact, rule: OverflowRule, now: float,
+                    known: frozenset[Requirement] = frozenset()) -> None:
+        """Apply one overflow rule (``known``: requirements the contact already had, added
+        again without an event, see ``_rederive``)."""
         q = c.queue
         if rule.to_queue is not None:
             target = self._queues[rule.to_queue]
@@ -1020,6 +1287,8 @@ class Acd:
             req = requirement(lowered, language)
         if req not in c.alts:
             c.alts.append(req)
+        if req in known:
+            return
         self._event(ContactOverflowed(tenant_id=self.tenant_id, at=now, cause="overflow",
                                       contact=c.id, queue=q.name, to_queue=None,
                                       requirement=req))
@@ -1053,21 +1322,29 @@ class Acd:
         """Back to its place in line (an offer or callback that did not connect)."""
         c.offers.clear()
         c.agent = None
-        if self._catch_up(c, now):
+        if c.queue.removed:  # its queue is gone: no place to come back to
+            self._exit(c, "queue_removed", now)
+        elif self._catch_up(c, now):
             self._enter_line(c, now, cause)
 
     def _exit(self, c: _Contact, reason: str, now: float) -> None:
+        """The contact leaves by ``reason`` (``max_wait``, ``max_length``,
+        ``queue_removed``): ``ExitQueue`` for a caller on the line, ``ContactExited``."""
         q = c.queue
-        if c.state is C.WAITING:
+        if c.state is C.WAITING and c.id in q.ages:  # (a contact being moved is not)
             self._leave_line(c)
-        route = q.cfg.max_wait_route if reason == "max_wait" else q.cfg.max_length_route
         if reason == "max_wait":
+            route = q.cfg.max_wait_route
             q.counters.exited_max_wait += 1
-        else:
+        elif reason == "max_length":
+            route = q.cfg.max_length_route
             q.counters.exited_max_length += 1
+        else:
+            route = ""
         waited = now - c.enqueued_at
-        self._command(ExitQueue(tenant_id=self.tenant_id, contact=c.id, queue=q.name,
-                                route=route, reason=reason))
+        if c.live:  # a callback entry has nobody on the line to take out
+            self._command(ExitQueue(tenant_id=self.tenant_id, contact=c.id, queue=q.name,
+                                    route=route, reason=reason))
         self._event(ContactExited(tenant_id=self.tenant_id, at=now, cause=reason,
                                   contact=c.id, queue=q.name, route=route, waited=waited))
         self._drop(c)
@@ -1111,7 +1388,7 @@ class Acd:
             c.agent = None
         c.callback_attempts += 1
         q.counters.callbacks_failed += 1
-        final = c.callback_attempts >= q.cfg.callback_attempts
+        final = c.callback_attempts >= q.cfg.callback_attempts or q.removed
         self._event(CallbackFailed(tenant_id=self.tenant_id, at=now, cause=cause,
                                    contact=c.id, queue=q.name, attempt=c.callback_attempts,
                                    final=final))
@@ -1138,6 +1415,25 @@ class Acd:
                         pool.ready.push(a.id, self._agent_key(a, pool))
         q.pools[req] = pool  # most recently used last
         return pool
+
+    def _repool(self, pool: _Pool) -> None:
+        """The pool's members and ready heap again, from its queue's agents now (the
+        waiting contacts stay: they depend on the requirement only)."""
+        members = {a.id for a in pool.queue.agents if matches(a.cfg.skills, pool.req)}
+        for agent_id in pool.members - members:  # (a removed agent is still known here)
+            self._agents[agent_id].pools.pop(pool.pid, None)
+        for agent_id in members - pool.members:
+            self._agents[agent_id].pools[pool.pid] = pool
+        pool.members = members
+        self._rekey_ready(pool)
+
+    def _rekey_ready(self, pool: _Pool) -> None:
+        """The pool's ready heap again, with the keys of its queue's strategy now."""
+        pool.ready = IndexedHeap()
+        for agent_id in pool.members:
+            a = self._agents[agent_id]
+            if a.state is A.READY:
+                pool.ready.push(a.id, self._agent_key(a, pool))
 
     def _evict_pools(self, q: _Queue) -> None:
         for req, pool in list(q.pools.items()):
@@ -1203,6 +1499,7 @@ class Acd:
         self._cstate(c, C.OFFERED)
         chosen = list(agents)
         ring_all = q.cfg.strategy == "ring_all"
+        c.ring_all = ring_all
         for a in chosen:
             c.offers[a.id] = None
         for a in chosen:
@@ -1260,6 +1557,35 @@ class Acd:
         seq = next(self._seq)
         owner.timers[kind] = (seq, when)
         heapq.heappush(self._timers, (when, seq, kind, owner.id))
+
+    def _retime(self, owner: _Agent | _Contact, kind: str, old: float | None,
+                new: float | None, now: float) -> None:
+        """A running timer whose period went from ``old`` to ``new``: counted again from
+        its start (at ``now`` when that is already past); none when ``new`` is None."""
+        current = owner.timers.get(kind)
+        if current is None or old == new:
+            return
+        if new is None:
+            del owner.timers[kind]
+        elif old is not None:  # (else started by another queue: it re-arms by the new one)
+            self._timer(owner, kind, max(now, current[1] - old + new))
+
+    def _rederive(self, c: _Contact, now: float) -> None:
+        """The contact's requirements as if its queue's new rules had always applied:
+        its own, plus those of the widening rules due by its waiting time up to the
+        first due move (which ``_catch_up`` applies when the contact is in line).
+        ``ContactOverflowed`` only for a requirement it did not have."""
+        known = frozenset(c.alts)
+        rules = c.queue.cfg.overflow
+        c.alts = [self._base_requirement(c, c.queue)]
+        c.next_rule = 0
+        while c.next_rule < len(rules):
+            rule = rules[c.next_rule]
+            if rule.to_queue is not None or c.enqueued_at + rule.after > now:
+                break
+            c.next_rule += 1
+            self._apply_rule(c, rule, now, known)
+        c.timers.pop("overflow", None)  # set again when it is back in line
 
     @staticmethod
     def _cancel_timer(owner: _Agent | _Contact, kind: str) -> None:
@@ -1411,10 +1737,14 @@ class Acd:
             except KeyError:
                 out.append(f"contact {c.id}: not in its line")
         for c in self._contacts.values():
+            if c.queue.removed and c.state in (C.WAITING, C.PARKED):
+                out.append(f"contact {c.id} in {c.state} in removed queue {c.queue.name}")
+            if not c.queue.removed and self._queues.get(c.queue.name) is not c.queue:
+                out.append(f"contact {c.id}: queue {c.queue.name} unknown")
             if c.state is C.OFFERED:
                 if not c.offers:
                     out.append(f"contact {c.id}: offered to nobody")
-                if len(c.offers) > 1 and c.queue.cfg.strategy != "ring_all":
+                if len(c.offers) > 1 and not c.ring_all:
                     out.append(f"contact {c.id}: offered to {list(c.offers)}")
                 for agent_id in c.offers:
                     a = self._agents[agent_id]
@@ -1424,8 +1754,19 @@ class Acd:
                 out.append(f"contact {c.id} in {c.state} has offers")
             if c.state is C.CONNECTED and (c.agent is None or c.agent.contact is not c):
                 out.append(f"contact {c.id}: connected without its agent")
+        configured = {ac.id for ac in self.config.agents}
+        if [q.name for q in self._queues.values()] != [qc.name for qc in self.config.queues] \
+                or any(q.removed or q.cfg is not qc
+                       for q, qc in zip(self._queues.values(), self.config.queues, strict=True)):
+            out.append("queues differ from the configuration")
         breaks: dict[str, int] = {}
         for a in self._agents.values():
+            if a.removed:
+                if a.state not in (A.TALKING, A.HOLD) or a.queues or a.pools \
+                        or a.break_pending:
+                    out.append(f"removed agent {a.id} in {a.state} still takes part")
+            elif a.id not in configured or a.cfg is not self.config.agents[a.order]:
+                out.append(f"agent {a.id}: not the configuration's")
             if a.state is A.BREAK or a.break_pending:
                 breaks[a.cfg.break_group] = breaks.get(a.cfg.break_group, 0) + 1
             if a.break_pending and a.state not in BUSY:

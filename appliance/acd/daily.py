@@ -18,11 +18,13 @@ a ``wall`` older than one already seen counts as that one (as the core does with
 
 Agents (``AgentDay``): ``logins``; ``offers`` (``OfferMade``), ``answered``,
 ``no_answers`` (``NoAnswer`` by ring timeout or failure), ``declined``, ``transferred``
-(to a queue), ``outbound_calls``, ``breaks`` taken and ``breaks_refused``; seconds
-``logged_in`` (every state but ``logged_out``) = ``ready`` + ``not_ready`` + ``break`` +
-``ringing`` (reserved) + ``talk`` (talking and hold on contacts) + ``wrap_up``
-(after-call work) + ``outbound`` (talking and hold on outbound calls); ``hold`` (part of
-``talk`` or ``outbound``); ``not_ready_by_reason`` splits ``not_ready`` by reason code.
+(to a queue), ``outbound_calls``, ``not_ready_periods`` (entered not ready from another
+state: a new reason alone is the same period), ``breaks`` taken and ``breaks_refused``;
+seconds ``logged_in`` (every state but ``logged_out``) = ``ready`` + ``not_ready`` +
+``break`` + ``ringing`` (reserved) + ``talk`` (talking and hold on contacts) +
+``wrap_up`` (after-call work) + ``outbound`` (talking and hold on outbound calls);
+``hold`` (part of ``talk`` or ``outbound``); ``not_ready_by_reason`` splits
+``not_ready`` by reason code.
 
 Queues (``QueueDay``): ``entered`` (``ContactQueued`` as a new arrival: cause
 ``enqueued`` or ``transfer``; ``transferred_in`` of those by a transfer), ``offers``,
@@ -85,6 +87,20 @@ def _seconds(x: float) -> float:
     return round(x, 3)
 
 
+def _record_dict(record: AgentDay | QueueDay) -> dict[str, Any]:
+    """A record's fields: seconds rounded to the millisecond, mappings sorted by key."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, float):
+            value = _seconds(value)
+        elif isinstance(value, dict):
+            value = {k: _seconds(v) if isinstance(v, float) else v
+                     for k, v in sorted(value.items())}
+        out[f.name] = value
+    return out
+
+
 @dataclass(slots=True)
 class AgentDay:
     """One agent's day (see the module docstring); seconds are floats."""
@@ -97,6 +113,7 @@ class AgentDay:
     declined: int = 0
     transferred: int = 0
     outbound_calls: int = 0
+    not_ready_periods: int = 0
     breaks: int = 0
     breaks_refused: int = 0
     logged_in_seconds: float = 0.0
@@ -115,15 +132,7 @@ class AgentDay:
 
     def to_dict(self) -> dict[str, Any]:
         """Seconds rounded to the millisecond, reasons sorted."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                value = _seconds(value)
-            elif isinstance(value, dict):
-                value = {k: _seconds(v) for k, v in sorted(value.items())}
-            out[f.name] = value
-        return out
+        return _record_dict(self)
 
 
 @dataclass(slots=True)
@@ -162,14 +171,7 @@ class QueueDay:
 
     def to_dict(self) -> dict[str, Any]:
         """Seconds rounded to the millisecond, exit reasons sorted, plus the average."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float):
-                value = _seconds(value)
-            elif isinstance(value, dict):
-                value = dict(sorted(value.items()))
-            out[f.name] = value
+        out = _record_dict(self)
         average = self.average_wait_seconds
         out["average_wait_seconds"] = None if average is None else _seconds(average)
         return out
@@ -461,6 +463,8 @@ class DailyStats:
         rec = day.agent(agent)
         if previous == _OUT and state != _OUT:
             rec.logins += 1
+        if state == AgentState.NOT_READY and previous != AgentState.NOT_READY:
+            rec.not_ready_periods += 1
         if state == AgentState.BREAK and previous != AgentState.BREAK:
             rec.breaks += 1
         busy = (AgentState.TALKING, AgentState.HOLD)

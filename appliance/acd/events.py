@@ -97,7 +97,7 @@ class OfferMade(AcdEvent):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OfferCancelled(AcdEvent):
     """An offer withdrawn by the core: cause ``answered_elsewhere`` (ring-all),
-    ``abandoned``, ``logout``."""
+    ``abandoned``, ``logout``, ``agent_removed`` (a new configuration dropped the agent)."""
 
     contact: str
     agent: str
@@ -136,7 +136,8 @@ class ContactAbandoned(AcdEvent):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ContactExited(AcdEvent):
-    """The contact left the queue by its limits: cause ``max_wait`` or ``max_length``."""
+    """The contact left the queue by its limits: cause ``max_wait`` or ``max_length``; or
+    ``queue_removed``: a new configuration dropped its queue (``route`` ``""``)."""
 
     contact: str
     queue: str
@@ -186,6 +187,23 @@ class CallbackFailed(AcdEvent):
     queue: str
     attempt: int
     final: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AcdReconfigured(AcdEvent):
+    """A new configuration applies from now (``Acd.reconfigure``, cause
+    ``reconfigured``): the names of the queues and the ids of the agents added, removed
+    or changed, and the tenant settings changed (``max_on_break``, ``break_groups``,
+    ``not_ready_reasons``, ``night_hours``). What follows from it (agents logged out,
+    offers withdrawn, contacts leaving a removed queue...) comes as its own events."""
+
+    queues_added: tuple[str, ...] = ()
+    queues_removed: tuple[str, ...] = ()
+    queues_changed: tuple[str, ...] = ()
+    agents_added: tuple[str, ...] = ()
+    agents_removed: tuple[str, ...] = ()
+    agents_changed: tuple[str, ...] = ()
+    settings_changed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -184,6 +184,28 @@ def test_break_approved_up_to_the_maximum_then_refused() -> None:
     assert acd.agent("c", 5).state is S.BREAK
 
 
+def test_a_supervisor_grants_a_break_over_the_maximum_and_forces_not_ready() -> None:
+    acd = make([queue("q")], [agent("a"), agent("b")], max_on_break=1,
+               not_ready_reasons=("lunch",))
+    for a in "ab":
+        acd.login(a, 0, ready=True)
+    assert acd.request_break("a", 1)
+    assert not acd.request_break("b", 2)  # the agent's own request: over the maximum
+    assert acd.request_break("b", 3, forced=True)  # the supervisor's approval
+    approved = only(acd.events(), BreakApproved)
+    assert [(e.agent, e.cause) for e in approved] == [("a", "auto_approved"),
+                                                      ("b", "supervisor")]
+    assert acd.agent("b", 3).state is S.BREAK
+    assert acd.audit() == []  # the break count follows: 2 on break
+    acd.set_ready("a", 4)
+    acd.set_ready("b", 4)
+    assert acd.request_break("a", 5)  # both back: the maximum applies again
+    acd.set_not_ready("b", "whatever", 6, forced=True)  # a supervisor's: its own reason
+    assert acd.agent("b", 6).reason == "supervisor"
+    with pytest.raises(InvalidArgument):
+        acd.set_not_ready("b", "supervisor", 7)  # not a code an agent may give
+
+
 def test_break_groups_have_their_own_maximum() -> None:
     acd = make([queue("q")], [agent("a", break_group="night"), agent("b", break_group="night"),
                               agent("c")], max_on_break=1, break_groups={"night": 1})

@@ -131,6 +131,8 @@ def test_an_agents_day_every_counter_and_time() -> None:
     a = agent_of(stats, "a1")
     assert (a.logins, a.offers, a.answered, a.no_answers, a.declined) == (2, 3, 1, 1, 1)
     assert (a.breaks, a.breaks_refused, a.outbound_calls, a.transferred) == (1, 1, 1, 0)
+    # two sign-ins, no answer, declined; lunch after declined is the same period
+    assert a.not_ready_periods == 4
     assert a.ringing_seconds == pytest.approx(10 + 15 + 5)
     assert a.talk_seconds == pytest.approx(10 * M)  # hold included
     assert a.hold_seconds == pytest.approx(2 * M)  # 1 min on the contact, 1 on the outbound
@@ -574,9 +576,9 @@ def _run(seed: int) -> None:
         core = acd.agent_counters(name, now + 5)
         a = mine.get(name, AgentDay(name))
         assert (a.offers, a.answered, a.no_answers, a.declined, a.breaks,
-                a.outbound_calls) == (core.offered, core.answered, core.no_answer,
-                                      core.declined, core.break_periods,
-                                      core.outbound_calls), (seed, name)
+                a.not_ready_periods, a.outbound_calls) == (
+            core.offered, core.answered, core.no_answer, core.declined, core.break_periods,
+            core.not_ready_periods, core.outbound_calls), (seed, name)
         for mine_s, core_s in ((a.talk_seconds, core.talk_time),
                                (a.hold_seconds, core.hold_time),
                                (a.wrap_up_seconds, core.wrap_time),

@@ -1,10 +1,14 @@
 """Random sequences of everything agents, callers, the edge and the clock can do, over
-several queues and agents with every strategy; after every step:
+several queues and agents with every strategy, and new configurations applied on the
+way (``reconfigure`` with strategies, ring and wrap-up times, limits, overflow rules,
+skills, queues and tenant settings perturbed, an agent or a queue added or removed, now
+and then an invalid one); after every step:
 
 - no agent holds two offers; a contact is offered to one agent at a time, except in a
   ring-all queue, where the first answer cancels every other offer of that contact;
 - no contact is lost: each one enqueued is still in the core or had exactly one final
-  event (ended, abandoned, exited, callback dropped), and never both;
+  event (ended, abandoned, exited, callback dropped), and never both; a contact of a
+  removed queue is never left waiting (it left, or is ringing, called back or connected);
 - the core is settled: no waiting contact could go to a ready agent (checked from the
   public views with the configuration, not from the core's indexes), and ``audit()``
   finds its indexes consistent;
@@ -16,6 +20,7 @@ the inputs the test gave, not from the core's own state.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -38,11 +43,19 @@ from appliance.acd import (
     TenantAcdConfig,
     is_final,
 )
-from appliance.acd.events import CallbackFailed, ContactAbandoned, ContactEnded, ContactExited
+from appliance.acd.events import (
+    AcdReconfigured,
+    CallbackFailed,
+    ContactAbandoned,
+    ContactEnded,
+    ContactExited,
+)
 from appliance.acd.model import STRATEGIES, matches
 
 AGENTS = [f"a{i}" for i in range(7)]
 QUEUES = ["q0", "q1", "q2"]
+ALL_AGENTS = [*AGENTS, "a7"]  # a7 only comes with a new configuration
+ALL_QUEUES = [*QUEUES, "q3"]  # so does q3
 SKILLS = ["x", "y", "z"]
 AGENT_SKILLS = [
     {"x": 8, "y": 3}, {"x": 2}, {"y": 9, "z": 4}, {"z": 6}, {"x": 5, "y": 5, "z": 5},
@@ -52,6 +65,43 @@ AGENT_QUEUES = [("q0", "q1"), ("q0",), ("q1", "q2"), ("q2",), ("q0", "q1", "q2")
                 ("q1",)]
 REASONS = ["", "lunch", "training"]
 CONTACT_SKILLS = [{}, {}, {"x": 1}, {"x": 5}, {"y": 2}, {"z": 3}, {"x": 3, "y": 3}, {"y": 9}]
+# overflow rules a new configuration may give a queue (moves to a queue that is not there
+# any more, or to itself, are left out; some combinations loop and are refused)
+OVERFLOWS = [
+    (),
+    (OverflowRule(after=10, also_match={}),),
+    (OverflowRule(after=5, lower_levels_by=3), OverflowRule(after=20, to_queue="q1")),
+    (OverflowRule(after=15, also_match={"z": 1}), OverflowRule(after=40, to_queue="q2")),
+    (OverflowRule(after=0, to_queue="q0"),),
+    (OverflowRule(after=8, to_queue="q3"),),
+]
+QUEUE_CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "strategy": st.sampled_from(STRATEGIES),
+    "priority": st.integers(0, 2),
+    "ring_timeout": st.sampled_from([3.0, 5.0, 10.0, 20.0]),
+    "wrap_up": st.sampled_from([0.0, 4.0, None]),
+    "max_wait": st.sampled_from([None, 20.0, 60.0, 100.0]),
+    "max_length": st.sampled_from([None, 1, 4]),
+    "announce_position_every": st.sampled_from([None, 5.0, 12.0]),
+    "match_language": st.booleans(),
+    "overflow": st.sampled_from(OVERFLOWS),
+    "callback_allowed": st.booleans(),
+    "callback_attempts": st.integers(1, 3),
+    "callback_retry_delay": st.sampled_from([0.0, 10.0, 40.0]),
+    "callback_timeout": st.sampled_from([5.0, 20.0]),
+}
+AGENT_CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "skills": st.sampled_from(AGENT_SKILLS),
+    "queues": st.lists(st.sampled_from(ALL_QUEUES), unique=True, max_size=3).map(tuple),
+    "break_group": st.sampled_from(["", "team"]),
+    "auto_answer": st.booleans(),
+}
+SETTINGS_CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "max_on_break": st.integers(0, 2),
+    "break_groups": st.sampled_from([{"team": 0}, {"team": 1}, {"team": 2}]),
+    "not_ready_reasons": st.sampled_from([("lunch", "training"), ("lunch",), ()]),
+    "night_hours": st.sampled_from([None, ("22:00", "06:00"), ("00:00", "23:59")]),
+}
 
 
 def build(strategies: list[str], wraps: list[float | None]) -> TenantAcdConfig:
@@ -91,6 +141,8 @@ class AcdMachine(RuleBasedStateMachine):
         self.enqueued: list[str] = []
         self.finals: dict[str, int] = {}
         self.next_id = 0
+        self.ring_all: dict[str, bool] = {}  # agent -> its offer was made ring-all
+        self.last_events: list[Any] = []
 
     @initialize(  # q0 and q1 get any strategy, q2 is always a ring-all team
         strategies=st.lists(st.sampled_from(STRATEGIES), min_size=2, max_size=2).map(
@@ -99,17 +151,23 @@ class AcdMachine(RuleBasedStateMachine):
         clock=st.floats(0, 86399))
     def setup(self, strategies: list[str], wraps: list[float | None], clock: float) -> None:
         self.config = build(strategies, wraps)
+        self.strategies = {q.name: q.strategy for q in self.config.queues}
         self.acd = Acd(self.config)
         self.acd.set_local_time(0.0, clock)
         self.collect()
 
     # ----------------------------------------------------------------- plumbing
 
+    def present(self) -> list[str]:
+        """The agents the core knows (those of the configuration, and removed ones still
+        in their call)."""
+        return [a.id for a in self.acd.snapshot(self.now).agents]
+
     def fingerprint(self) -> Any:
         snap = self.acd.snapshot(self.now)
         return (snap, [self.acd.contact(c) for c in self.enqueued],
-                [self.acd.agent_counters(a, self.now) for a in AGENTS],
-                self.acd.next_deadline())
+                [self.acd.agent_counters(a, self.now) for a in self.present()],
+                self.acd.next_deadline(), self.acd.config)
 
     def attempt(self, fn: Any, *args: Any, **kw: Any) -> bool:
         """Call an input; a refusal must leave everything as it was."""
@@ -131,8 +189,11 @@ class AcdMachine(RuleBasedStateMachine):
                 others = [a for a, c in self.offers.items() if c == cmd.contact]
                 if others:
                     assert cmd.ring_all, f"{cmd.contact} offered to {others} and {cmd.agent}"
+                    assert all(self.ring_all[a] for a in others)
+                if cmd.ring_all:
                     assert self.strategy_of(cmd.queue) == "ring_all"
                 self.offers[cmd.agent] = cmd.contact
+                self.ring_all[cmd.agent] = cmd.ring_all
             elif isinstance(cmd, CancelOffer):
                 assert self.offers.pop(cmd.agent, None) == cmd.contact
             elif isinstance(cmd, PlaceCallback):
@@ -143,7 +204,8 @@ class AcdMachine(RuleBasedStateMachine):
                 self.unreserve(cmd.contact)
             else:
                 assert isinstance(cmd, ExitQueue | PlaceCallback | CancelCallback | Announce)
-        for event in self.acd.events():
+        self.last_events = self.acd.events()
+        for event in self.last_events:
             assert event.tenant_id == "acme"
             assert event.at <= self.now or event.at == 0.0
             if is_final(event):
@@ -156,7 +218,10 @@ class AcdMachine(RuleBasedStateMachine):
         self.reserved = {a: c for a, c in self.reserved.items() if c != contact}
 
     def strategy_of(self, queue: str) -> str:
-        return next(q.strategy for q in self.config.queues if q.name == queue)
+        """The queue's strategy in the configuration applied (its last one, for a queue
+        removed since)."""
+        current = {q.name: q.strategy for q in self.acd.config.queues}
+        return current.get(queue) or self.strategies[queue]
 
     def pick(self, items: list[str], index: int) -> str | None:
         return items[index % len(items)] if items else None
@@ -171,7 +236,7 @@ class AcdMachine(RuleBasedStateMachine):
 
     # ----------------------------------------------------------------- rules
 
-    @rule(agent=st.sampled_from(AGENTS), action=st.sampled_from(
+    @rule(agent=st.sampled_from(ALL_AGENTS), action=st.sampled_from(
         ["login_ready", "login_ready", "login", "logout", "ready", "ready", "ready", "ready",
          "not_ready",
          "not_ready_bogus", "break", "cancel_break", "hold", "resume", "start_outbound",
@@ -198,11 +263,11 @@ class AcdMachine(RuleBasedStateMachine):
 
     @rule()
     def everyone_ready(self) -> None:
-        for agent in AGENTS:
+        for agent in ALL_AGENTS:
             self.attempt(self.acd.login, agent, self.now, ready=True)
             self.attempt(self.acd.set_ready, agent, self.now)
 
-    @rule(queue=st.sampled_from([*QUEUES, QUEUES[0], "nope"]), priority=st.integers(0, 2),
+    @rule(queue=st.sampled_from([*ALL_QUEUES, QUEUES[0], "nope"]), priority=st.integers(0, 2),
           skills=st.sampled_from(CONTACT_SKILLS) | st.dictionaries(
               st.sampled_from(SKILLS), st.integers(1, 10), max_size=2),
           language=st.sampled_from(["", "", "fr"]))
@@ -232,7 +297,7 @@ class AcdMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 99), action=st.sampled_from(
         ["abandon", "end", "end", "transfer", "request_callback", "callback_answered",
          "callback_failed", "stale_answer", "any"]),
-        queue=st.sampled_from(QUEUES), agent=st.sampled_from(AGENTS),
+        queue=st.sampled_from(ALL_QUEUES), agent=st.sampled_from(ALL_AGENTS),
         any_action=st.sampled_from(["abandon", "ended", "callback_answered",
                                     "callback_failed", "request_callback"]))
     def contact_action(self, index: int, action: str, queue: str, agent: str,
@@ -250,8 +315,9 @@ class AcdMachine(RuleBasedStateMachine):
         elif action == "transfer":
             cid = self.pick(self.contacts_in("connected"), index)
             if cid is not None:
+                known = queue in {q.name for q in self.config.queues}
                 assert self.attempt(acd.transfer_to_queue, cid, queue, now,
-                                    priority=index % 3)
+                                    priority=index % 3) == known
         elif action == "request_callback":
             cid = self.pick(self.contacts_in("waiting"), index)
             if cid is not None:
@@ -301,6 +367,56 @@ class AcdMachine(RuleBasedStateMachine):
         deadline = self.acd.next_deadline()
         assert deadline is None or deadline > self.now, "tick left a due timer"
 
+    @rule(data=st.data())
+    def reconfigure(self, data: st.DataObject) -> None:
+        """A new configuration: the current one perturbed."""
+        draw, old = data.draw, self.config
+        names = [q.name for q in old.queues]
+        removed = set()
+        if len(names) > 1 and draw(st.integers(0, 3)) == 0:
+            removed.add(draw(st.sampled_from(names)))
+        spare = [n for n in ALL_QUEUES if n not in names]
+        added = [draw(st.sampled_from(spare))] if spare and draw(st.integers(0, 3)) == 0 \
+            else []
+        queues = [dataclasses.replace(q, **draw(st.fixed_dictionaries({}, optional={
+            k: v for k, v in QUEUE_CHANGES.items()})))
+            for q in old.queues if q.name not in removed]
+        queues += [QueueConfig(name=n, **draw(st.fixed_dictionaries({}, optional={
+            k: v for k, v in QUEUE_CHANGES.items()}))) for n in added]
+        known = {q.name for q in queues}
+        queues = [dataclasses.replace(q, overflow=tuple(
+            r for r in q.overflow if r.to_queue is None
+            or (r.to_queue in known and r.to_queue != q.name))) for q in queues]
+        gone = draw(st.sampled_from([None, None, *(a.id for a in old.agents)]))
+        agents = [dataclasses.replace(a, **draw(st.fixed_dictionaries({}, optional={
+            k: v for k, v in AGENT_CHANGES.items()})))
+            for a in old.agents if a.id != gone]
+        have = {a.id for a in old.agents}
+        new_agents = [a for a in ALL_AGENTS if a not in have and a != gone]
+        if new_agents and draw(st.integers(0, 2)) == 0:
+            agents.append(AgentConfig(id=draw(st.sampled_from(new_agents)), **draw(
+                st.fixed_dictionaries({k: v for k, v in AGENT_CHANGES.items()}))))
+        agents = [dataclasses.replace(a, queues=tuple(n for n in a.queues if n in known))
+                  for a in agents]
+        if draw(st.integers(0, 4)) == 0:
+            agents = draw(st.permutations(agents))
+        settings = draw(st.fixed_dictionaries({}, optional={
+            k: v for k, v in SETTINGS_CHANGES.items()}))
+        tenant = draw(st.sampled_from(["acme"] * 15 + ["other"]))
+        new = dataclasses.replace(old, tenant_id=tenant, queues=tuple(queues),
+                                  agents=tuple(agents), **settings)
+        if not self.attempt(self.acd.reconfigure, new, self.now):
+            return
+        assert tenant == "acme"
+        changes = [e for e in self.last_events if isinstance(e, AcdReconfigured)]
+        assert len(changes) == (new != old)
+        self.config = new
+        self.strategies.update({q.name: q.strategy for q in new.queues})
+        for agent in have - {a.id for a in new.agents}:
+            self.reserved.pop(agent, None)  # a callback dialled for it goes on without it
+        deadline = self.acd.next_deadline()
+        assert deadline is None or deadline > self.now, "reconfigure left a due timer"
+
     # ----------------------------------------------------------------- invariants
 
     @invariant()
@@ -310,7 +426,11 @@ class AcdMachine(RuleBasedStateMachine):
         per_contact: dict[str, set[str]] = {}
         for agent, contact in self.offers.items():
             per_contact.setdefault(contact, set()).add(agent)
-        for agent in AGENTS:
+        present = self.present()
+        for agent in ALL_AGENTS:
+            if agent not in present:
+                assert agent not in self.offers and agent not in self.reserved, agent
+                continue
             reserved = agent in self.offers or agent in self.reserved
             assert (self.acd.agent(agent, self.now).state == "reserved") == reserved, agent
             assert not (agent in self.offers and agent in self.reserved
@@ -320,8 +440,8 @@ class AcdMachine(RuleBasedStateMachine):
             offered = set() if view is None else set(view.offered_to)
             assert offered == per_contact.get(cid, set()), cid
             assert (view is not None and view.state == "offered") == bool(offered), cid
-            if len(offered) > 1:
-                assert view is not None and self.strategy_of(view.queue) == "ring_all"
+            if len(offered) > 1:  # made ring-all (the queue's strategy may have changed)
+                assert view is not None and all(self.ring_all[a] for a in offered)
 
     @invariant()
     def no_contact_lost(self) -> None:
@@ -333,13 +453,20 @@ class AcdMachine(RuleBasedStateMachine):
             assert finals <= 1, f"{cid} ended {finals} times"
             assert alive != (finals == 1), f"{cid}: in the core {alive}, finals {finals}"
         assert set(self.acd.contact_ids()) <= set(self.enqueued)
+        queues = {q.name for q in self.config.queues}
+        for cid in self.acd.contact_ids():
+            view = self.acd.contact(cid)
+            assert view is not None
+            if view.queue not in queues:
+                assert view.state in ("offered", "calling_back", "connected"), (cid, view)
 
     @invariant()
     def settled(self) -> None:
         if not hasattr(self, "acd"):
             return
         agents = {a.id: a for a in self.config.agents}
-        ready = {a for a in AGENTS if self.acd.agent(a, self.now).state == "ready"}
+        ready = {a for a in self.present() if self.acd.agent(a, self.now).state == "ready"}
+        assert ready <= set(agents), "a removed agent is ready"
         for cid in self.contacts_in("waiting"):
             view = self.acd.contact(cid)
             assert view is not None
