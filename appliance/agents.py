@@ -32,7 +32,7 @@ from appliance.acd.core import Acd
 from appliance.acd.events import AcdEvent
 from appliance.daily import FLUSH_EVERY, DailyRecords
 from appliance.passwords import verify
-from appliance.pbx.b2bua import B2bua, Monitor, MonitorError
+from appliance.pbx.b2bua import Assist, B2bua, Monitor, MonitorError
 from appliance.plan import Plan, token_hash
 
 log = logging.getLogger("branchline.agents")
@@ -47,6 +47,11 @@ class AgentSession:
     tenant_id: str
     agent_id: str
     supervisor: bool = False  # as the plan says now (see ``session``)
+
+
+def assist_doc(job: Assist) -> dict[str, Any]:
+    return {"id": job.id, "agent": job.agent, "flow": job.flow, "state": job.state,
+            "results": dict(job.results)}
 
 
 def monitor_doc(mon: Monitor) -> dict[str, str]:
@@ -130,8 +135,12 @@ class AgentDesk:
         tenant = self._plan().tenant(tenant_id)
         agent = next((a for a in tenant.agents if a.id == agent_id), None) \
             if tenant is not None else None
+        if tenant is None or agent is None:
+            return {}
         return {"extension": agent.extension, "name": agent.name,
-                "supervisor": agent.supervisor} if agent else {}
+                "supervisor": agent.supervisor,
+                # flows the agent may run beside a call (R-4.8): the tenant's own
+                "assist_flows": sorted(n for n in tenant.flows if not n.startswith("sys-"))}
 
     def session(self, hashed: str) -> AgentSession | None:
         """The session of a token, by its ``token_hash`` (the caller has it already),
@@ -164,9 +173,9 @@ class AgentDesk:
     def set_state(self, tenant_id: str, agent_id: str, state: str, reason: str, *,
                   forced: bool = False) -> bool:
         """An agent's own change (or, ``forced``, a supervisor's: not ready then has the
-        reason ``supervisor``): ready, not_ready (with a reason code), break (a request:
-        False when refused), logged_out. ACD errors (unknown agent, a change its state
-        does not allow) propagate."""
+        reason ``supervisor``, a break is granted over the tenant's maximum): ready,
+        not_ready (with a reason code), break (a request: False when refused), logged_out.
+        ACD errors (unknown agent, a change its state does not allow) propagate."""
         now = time.monotonic
         if state == "ready":
             self.act(tenant_id, lambda a: a.set_ready(agent_id, now()))
@@ -174,7 +183,8 @@ class AgentDesk:
             self.act(tenant_id, lambda a: a.set_not_ready(agent_id, reason, now(),
                                                           forced=forced))
         elif state == "break":
-            return bool(self.act(tenant_id, lambda a: a.request_break(agent_id, now())))
+            return bool(self.act(tenant_id, lambda a: a.request_break(agent_id, now(),
+                                                                      forced=forced)))
         elif state == "logged_out":
             self.act(tenant_id, lambda a: a.logout(agent_id, now()))
         else:
@@ -208,6 +218,32 @@ class AgentDesk:
             self.core.stop_monitor(monitor_id, time.monotonic())
         finally:
             self._flush()
+
+    # ----------------------------------------------------------------- assisted IVR
+    def assist(self, tenant_id: str, agent_id: str, flow: str) -> dict[str, Any]:
+        """Run ``flow`` for the customer of the agent's call, the agent listening in."""
+        try:
+            return assist_doc(self.core.assist(tenant_id, agent_id, flow, time.monotonic()))
+        finally:
+            self._flush()
+
+    def assisted(self, tenant_id: str, assist_id: str, agent: str | None) -> dict[str, Any]:
+        """An assisted flow of the tenant (``agent``: only that agent's)."""
+        return assist_doc(self._own_assist(tenant_id, assist_id, agent))
+
+    def stop_assist(self, tenant_id: str, assist_id: str, agent: str | None
+                    ) -> dict[str, Any]:
+        self._own_assist(tenant_id, assist_id, agent)
+        try:
+            return assist_doc(self.core.stop_assist(assist_id, time.monotonic()))
+        finally:
+            self._flush()
+
+    def _own_assist(self, tenant_id: str, assist_id: str, agent: str | None) -> Assist:
+        found = self.core.assists.get(assist_id)
+        if found is None or found.tenant_id != tenant_id or agent not in (None, found.agent):
+            raise MonitorError(404, "not_found", f"no assisted flow {assist_id}")
+        return found
 
     def _own_monitor(self, tenant_id: str, monitor_id: str) -> None:
         found = self.core.monitors.get(monitor_id)

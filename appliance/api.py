@@ -77,12 +77,14 @@ Routes (all JSON except the audio; errors are
   (docs/API.md)
 - ``GET|POST /api/v1/monitors``, ``PUT|DELETE /api/v1/monitors/{id}``: a supervisor
   listens to, whispers to or barges into an agent's call (docs/API.md)
+- ``POST /api/v1/assists``, ``GET|DELETE /api/v1/assists/{id}``: a flow for the
+  customer of an agent's call, the agent listening in (R-4.8)
 
 The agent desktop (no token: static files; the page signs in with the agent's
 password and then sends its session token like any client):
 
 - ``GET    /desk/``                  the page (``web/desk/index.html``)
-- ``GET    /desk/desk.js``, ``/desk/supervisor.js``, ``/desk/desk.css``,
+- ``GET    /desk/desk.js``, ``/desk/supervisor.js``, ``/desk/assist.js``, ``/desk/desk.css``,
   ``/desk/i18n/{en,zh-Hans,zh-Hant}.json``
 - ``GET    /desk/softphone.js``      the built JsSIP bundle (404 ``softphone_not_built``)
 - ``GET    /desk/config.json``       ``{"ws_url", "wss_url"}``: the edge's SIP/WebSocket
@@ -826,6 +828,62 @@ async def _stop_monitor(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# --------------------------------------------------------------------------- assisted IVR
+def _assisting_agent(request: web.Request, body: Mapping[str, Any]) -> str:
+    """The agent whose call a flow joins: an agent's own session (a supervisor may name
+    another), or the one a tenant token names."""
+    principal = request[PRINCIPAL]
+    named = body.get("agent")
+    if principal.agent is not None and (named is None or named == principal.agent):
+        return principal.agent
+    if principal.agent is not None and not principal.supervisor:
+        raise _not_found(f"no agent {named}")  # another agent's call: not yours
+    if not isinstance(named, str) or not named:
+        raise _bad('name the "agent" whose customer the flow is for')
+    return named
+
+
+async def _start_assist(request: web.Request) -> web.Response:
+    """R-4.8: a flow of the tenant for the customer of an agent's call, the agent on the
+    line hearing it; the customer is handed back when the flow ends."""
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    agent, flow = _assisting_agent(request, body), body.get("flow")
+    if not isinstance(flow, str) or not flow:
+        raise _bad('the body is {"flow": "<one of the tenant\'s flows>"}')
+    try:
+        doc = request.app[BACKEND].agents.assist(tenant, agent, flow)
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    _audit(request, tenant, "flow %s beside agent %s", flow, agent)
+    return web.json_response(doc, status=201)
+
+
+def _assist_owner(request: web.Request) -> str | None:
+    principal = request[PRINCIPAL]
+    return None if principal.agent is None or principal.supervisor else principal.agent
+
+
+async def _assist(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    try:
+        doc = request.app[BACKEND].agents.assisted(tenant, request.match_info["assist"],
+                                                   _assist_owner(request))
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    return web.json_response(doc)
+
+
+async def _stop_assist(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    try:
+        doc = request.app[BACKEND].agents.stop_assist(tenant, request.match_info["assist"],
+                                                      _assist_owner(request))
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    return web.json_response(doc)
+
+
 async def _end_streams(app: web.Application) -> None:
     """On shutdown: end the event streams, which would otherwise hold the server's
     graceful shutdown until they end by themselves (never, while a desktop reads)."""
@@ -926,9 +984,12 @@ def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Applicat
     r.add_post("/api/v1/monitors", _start_monitor)
     r.add_put("/api/v1/monitors/{monitor}", _change_monitor)
     r.add_delete("/api/v1/monitors/{monitor}", _stop_monitor)
+    r.add_post("/api/v1/assists", _start_assist)
+    r.add_get("/api/v1/assists/{assist}", _assist)
+    r.add_delete("/api/v1/assists/{assist}", _stop_assist)
     r.add_get("/desk", _desk_redirect, name="desk_redirect")
     r.add_get("/desk/", _desk_static, name="desk_page")
-    r.add_get(r"/desk/{file:(?:desk\.(?:js|css)|supervisor\.js)}", _desk_static,
+    r.add_get(r"/desk/{file:(?:desk\.(?:js|css)|supervisor\.js|assist\.js)}", _desk_static,
               name="desk_files")
     r.add_get("/desk/i18n/{language}.json", _desk_static, name="desk_labels")
     r.add_get("/desk/softphone.js", _desk_softphone, name="desk_softphone")

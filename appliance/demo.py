@@ -23,7 +23,7 @@ import uvloop
 import yaml
 
 from appliance.link.client import LinkClient
-from appliance.node import Node, NodeConfig
+from appliance.node import Node, NodeConfig, time_zone
 from appliance.passwords import hash_secret
 from appliance.plan import Plan, PlanError, token_hash
 from appliance.web import SOFTPHONE_JS
@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="requests per 2 s one source address may send before a ban")
     parser.add_argument("--record", action="store_true", help="record every bridged call")
     parser.add_argument("--ring-timeout", type=float, default=60.0)
+    parser.add_argument("--timezone", default="UTC",
+                        help="IANA zone of the ACD's night hours and daily records")
     parser.add_argument("--api-port", type=int, default=8088,
                         help="the node's HTTP API (monitoring, voicemail, prompts) on loopback")
     parser.add_argument("--ws-port", type=int, default=0,
@@ -395,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     web_low, _, web_high = args.webrtc_rtp_range.partition("-")
     if args.wss_port and not (args.tls_cert and args.tls_key):
         parser.error("--wss-port needs --tls-cert and --tls-key")
+    try:
+        time_zone(args.timezone)
+    except ValueError as exc:
+        parser.error(f"--timezone: {exc}")
     overrides = {
         "sip_port": args.sip_port, "fs_port": args.fs_port, "rtp_low": int(low),
         "rtp_high": int(high), "flood_requests_per_2s": args.flood_limit,
@@ -403,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "tls_cert": args.tls_cert.resolve() if args.tls_cert else None,
         "tls_key": args.tls_key.resolve() if args.tls_key else None,
         "rtpengine_port": args.rtpengine_port, "webrtc_rtp_low": int(web_low),
-        "webrtc_rtp_high": int(web_high),
+        "webrtc_rtp_high": int(web_high), "timezone": args.timezone,
     }
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.controller:

@@ -8,12 +8,14 @@ and the call trace, and runs Kamailio as the SIP edge in front of it.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import ipaddress
 import json
 import logging
 import os
 import time
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from appliance.storage import MB, used_bytes
 
 log = logging.getLogger("branchline.node")
 FACTS_INTERVAL = 5.0  # seconds between reads of registrations and storage used
+LOCAL_TIME_INTERVAL = 60.0  # seconds between two readings of the local time of day
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class NodeConfig:
     webrtc_rtp_low: int = 30000
     webrtc_rtp_high: int = 30999
     webrtc_media_ip: str = ""
+    # the local time of the ACD's night hours, midnight and daily records (IANA name)
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        time_zone(self.timezone)
 
     @property
     def ws_url(self) -> str | None:
@@ -102,6 +110,15 @@ class NodeConfig:
     @property
     def recordings_dir(self) -> Path:
         return self.run_dir / "recordings"
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA zone ``name`` (ValueError saying so when there is none)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r} (an IANA name such as "
+                         "Asia/Shanghai)") from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -152,6 +169,7 @@ class Node:
         self.ivr: IvrRuntime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_timer: asyncio.TimerHandle | None = None
+        self._local_timer: asyncio.TimerHandle | None = None
         self.media: MediaPlane | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -159,7 +177,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: Any = None  # aiohttp AppRunner
         self.agents = AgentDesk(self.core, lambda: self.plan, self._flush,
-                                cfg.run_dir / "acd-events.jsonl")
+                                cfg.run_dir / "acd-events.jsonl", timezone=cfg.timezone)
         self._started = 0.0  # time.monotonic() when up
         self._registered = 0
         self._storage_used: dict[str, int] = {}
@@ -197,6 +215,7 @@ class Node:
             self._api = await start_api(self, self.cfg.api_host, self.cfg.api_port)
         self._started = time.monotonic()
         self._spawn(self._refresh_facts())
+        self._follow_local_time()
         self._write_status()
         log.info("node %s up: edge %s:%d, feature server 127.0.0.1:%d", self.plan.node_id,
                  self.cfg.sip_host, self.cfg.sip_port, self.cfg.fs_port)
@@ -206,6 +225,7 @@ class Node:
         await self.edge.reload(plan)
         self.plan = plan
         self.core.set_plan(plan, time.monotonic())
+        self._flush()  # what the ACDs' reconfiguration decided
 
     def status_doc(self) -> dict[str, Any]:
         """What the NOC and tenants see as live use of this node: calls, IVR ports busy
@@ -228,6 +248,18 @@ class Node:
             "load": round(os.getloadavg()[0], 2), "registered": self._registered,
             "tenants": tenants,
         }
+
+    def _follow_local_time(self) -> None:
+        """Now and every minute: the call control's ACDs learn the local time of day
+        (night hours, midnight), so clock steps and daylight-saving changes are followed."""
+        local = datetime.datetime.now(time_zone(self.cfg.timezone))
+        seconds = local.hour * 3600 + local.minute * 60 + local.second \
+            + local.microsecond / 1e6
+        self.core.set_local_time(time.monotonic(), seconds)
+        self._flush()
+        if self._loop is not None:
+            self._local_timer = self._loop.call_later(LOCAL_TIME_INTERVAL,
+                                                      self._follow_local_time)
 
     async def _refresh_facts(self) -> None:
         """Every few seconds: what is too slow to measure every second (registered
@@ -259,6 +291,9 @@ class Node:
         if self._status_timer is not None:
             self._status_timer.cancel()
             self._status_timer = None
+        if self._local_timer is not None:
+            self._local_timer.cancel()
+            self._local_timer = None
         await self.edge.stop()
         if self.rtpengine is not None:
             await self.rtpengine.stop()

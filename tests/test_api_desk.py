@@ -69,6 +69,7 @@ def test_the_page_is_served_without_a_token_with_its_security_headers() -> None:
 
         for path, ctype in (("/desk/desk.js", "text/javascript"), ("/desk/desk.css", "text/css"),
                             ("/desk/supervisor.js", "text/javascript"),
+                            ("/desk/assist.js", "text/javascript"),
                             ("/desk/i18n/zh-Hant.json", "application/json")):
             resp = await client.get(path)
             assert (resp.status, resp.content_type) == (200, ctype), path
@@ -171,7 +172,7 @@ def test_a_desktop_reading_events_does_not_hold_up_the_apis_shutdown() -> None:
 # ------------------------------------------------------------------ the page's own rules
 PAGE = (DESK_DIR / "index.html").read_text(encoding="utf-8")
 SCRIPT = "\n".join((DESK_DIR / name).read_text(encoding="utf-8")
-                   for name in ("desk.js", "supervisor.js"))
+                   for name in ("desk.js", "supervisor.js", "assist.js"))
 
 
 def catalog(language: str) -> dict[str, str]:
@@ -204,7 +205,8 @@ def test_every_label_the_page_uses_is_in_each_catalog(language: str) -> None:
     used |= {f"reason.{s}" for s in ("no_answer", "declined", "login", "supervisor")}
     used |= {f"pop.{s}" for s in ("queue", "language")}
     used |= {f"sup.{s}" for s in ("listen", "whisper", "barge")}  # sup.${mode}
-    used |= {f"sup.force.{s}" for s in ("ready", "not_ready", "logged_out")}
+    used |= {f"assist.{s}" for s in ("running", "done", "ended")}  # assist.${job.state}
+    used |= {f"sup.force.{s}" for s in ("ready", "not_ready", "break", "logged_out")}
     assert used - set(labels) == set(), f"{language} lacks labels"
     assert all(text.strip() for text in labels.values())
 

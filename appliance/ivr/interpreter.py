@@ -204,6 +204,15 @@ class Interpreter:
         return isinstance(node, Collect) and node.secret and self.mode in (
             "prompting", "collecting")
 
+    def results(self, before: Mapping[str, Any]) -> dict[str, str]:
+        """The variables the flow set or changed since ``before`` (scalars, as text), a
+        secret input's value masked: what a flow run beside an agent hands back."""
+        out = {}
+        for name, value in self.variables.items():
+            if isinstance(value, str | int | float | bool) and before.get(name) != value:
+                out[name] = self._mask(_show(value))
+        return out
+
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (
             self.collector.next_deadline() if self.collector and self.mode == "collecting"

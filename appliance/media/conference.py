@@ -14,7 +14,9 @@ agent, or barging in) the call's legs are moved into a :class:`Conference`:
 
 Who hears whom is the mixer's participant setting; :meth:`Conference.monitor` maps a
 supervisor's mode onto it (listen: muted; whisper: heard by the agent only; barge:
-heard by all). RFC 4733 key presses are not mixed; the node still sees them (its own
+heard by all). :meth:`Conference.play` mixes a prompt in as one more (deaf) participant
+heard by the legs named: an IVR flow coaching a customer while the agent listens and
+talks (R-4.8). RFC 4733 key presses are not mixed; the node still sees them (its own
 listeners on each endpoint).
 """
 
@@ -38,7 +40,7 @@ from appliance.media.endpoint import (
 )
 from appliance.media.mixer import Mixer
 
-__all__ = ["MAX_QUEUE", "Conference", "MonitorMode"]
+__all__ = ["MAX_QUEUE", "Conference", "MonitorMode", "Playback"]
 
 MonitorMode = Literal["listen", "whisper", "barge"]
 MAX_QUEUE = 5  # frames kept per participant (100 ms)
@@ -52,6 +54,29 @@ class _Input:
         self.frames: deque[np.ndarray] = deque(maxlen=MAX_QUEUE)
         self.pending = np.zeros(0, dtype=np.int16)
         self.handler: AudioHandler | None = None
+
+
+class Playback:
+    """A prompt mixed into a conference (see :meth:`Conference.play`); ``done`` resolves
+    True when played to the end, False when stopped (as a ``Player``'s)."""
+
+    def __init__(self, conf: Conference, pid: str, samples: np.ndarray) -> None:
+        self.conf, self.pid = conf, pid
+        n = -(-samples.size // FRAME) * FRAME
+        self.samples = np.zeros(max(n, FRAME), dtype=np.int16)
+        self.samples[:samples.size] = samples
+        self.pos = 0
+        self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def next_frame(self) -> np.ndarray | None:
+        if self.pos >= self.samples.size:
+            return None
+        frame = self.samples[self.pos:self.pos + FRAME]
+        self.pos += FRAME
+        return frame
+
+    def stop(self) -> None:
+        self.conf._end_playback(self, False)
 
 
 class Conference:
@@ -69,11 +94,14 @@ class Conference:
             raise MediaError("a conference needs two endpoints or more")
         self.endpoints = dict(endpoints)
         self.pair, self.recorder = pair, recorder
+        self.assisting: str | None = None  # the leg whose prompts everyone hears (R-4.8)
         self.mixer = Mixer(FRAME)
         self.closed = False
         self.ticks = 0
         self.frames_mixed = 0  # participant frames taken from the queues
         self._inputs: dict[str, _Input] = {}
+        self._playbacks: dict[str, Playback] = {}
+        self._prompts = 0
         for pid, ep in self.endpoints.items():
             self.mixer.add(pid)
             self._inputs[pid] = inp = _Input()
@@ -98,6 +126,22 @@ class Conference:
             self.mixer.barge(supervisor)
         else:
             raise MediaError(f"unknown monitor mode {mode!r}")
+
+    def play(self, samples: np.ndarray, heard_by: tuple[str, ...]) -> Playback:
+        """Mix ``samples`` (int16, 8 kHz) in from the next tick, heard by ``heard_by``
+        only (with everything else they hear)."""
+        self._prompts += 1
+        pid = f"prompt-{self._prompts}"
+        self.mixer.add(pid, deaf=True, listeners=heard_by)
+        playback = self._playbacks[pid] = Playback(
+            self, pid, np.asarray(samples, dtype=np.int16).ravel())
+        return playback
+
+    def _end_playback(self, playback: Playback, finished: bool) -> None:
+        if self._playbacks.pop(playback.pid, None) is not None:
+            self.mixer.remove(playback.pid)
+        if not playback.done.done():
+            playback.done.set_result(finished)
 
     @staticmethod
     def _receiver(pid: str, ep: RtpEndpoint, inp: _Input) -> AudioHandler:
@@ -130,6 +174,11 @@ class Conference:
             frames[pid] = inp.frames.popleft() if inp.frames else None
             if frames[pid] is not None:
                 self.frames_mixed += 1
+        for playback in list(self._playbacks.values()):
+            frames[playback.pid] = frame = playback.next_frame()
+            if frame is None:
+                self._end_playback(playback, True)
+                del frames[playback.pid]
         heard = self.mixer.mix(frames)
         self.ticks += 1
         for pid, ep in self.endpoints.items():
@@ -153,6 +202,8 @@ class Conference:
             if inp.handler is not None:
                 self.endpoints[pid].remove_audio_handler(inp.handler)
         self._inputs.clear()
+        for playback in list(self._playbacks.values()):
+            self._end_playback(playback, False)
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None

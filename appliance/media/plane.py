@@ -18,11 +18,12 @@ import numpy as np
 from appliance.ivr.prompts import PromptError, PromptStore
 from appliance.media import tones
 from appliance.media.capture import Capture
-from appliance.media.conference import Conference
+from appliance.media.conference import Conference, Playback
 from appliance.media.dtmf import DtmfDigit
 from appliance.media.endpoint import Bridge, Echo, Player, RtpEndpoint
 from appliance.media.tts import Tts, TtsError
 from appliance.pbx.b2bua import (
+    AssistMedia,
     BridgeMedia,
     CaptureAudio,
     CloseMedia,
@@ -52,7 +53,7 @@ class _LegMedia:
     endpoint: RtpEndpoint
     bridge: Bridge | Conference | None = None
     echo: Echo | None = None
-    player: Player | None = None
+    player: Player | Playback | None = None
     playing: asyncio.Task[None] | None = None  # resolving and playing prompts
     capture: Capture | None = None
     capture_seq: int = 0
@@ -105,6 +106,9 @@ class MediaPlane:
             return
         if isinstance(cmd, MixMedia):
             self._mix(cmd)
+            return
+        if isinstance(cmd, AssistMedia):
+            self._assist(cmd)
             return
         state = self._legs.get(cmd.leg)  # type: ignore[union-attr]
         if state is None:
@@ -168,6 +172,32 @@ class MediaPlane:
             bridge.recorder = kept  # already attached to both endpoints
         a.bridge = b.bridge = bridge
 
+    def _conference(self, legs: list[_LegMedia], pair: tuple[str, str]) -> Conference:
+        """The pair's bridge replaced by a conference of ``legs`` (the pair first), whose
+        recorder keeps recording the pair; an existing conference of these legs stays."""
+        a, b = legs[0], legs[1]
+        conf = a.bridge
+        if isinstance(conf, Conference) and conf.endpoints.keys() == {x.leg for x in legs}:
+            return conf
+        bridge = a.bridge if isinstance(a.bridge, Bridge) and b.bridge is a.bridge else None
+        recorder = None
+        if bridge is not None:
+            recorder, bridge.recorder = bridge.recorder, None
+        for x in legs:
+            self._unbridge(x)
+        conf = Conference({x.leg: x.endpoint for x in legs}, pair=pair, recorder=recorder)
+        for x in legs:
+            x.bridge = conf
+        return conf
+
+    def _assist(self, cmd: AssistMedia) -> None:
+        """A flow runs beside the agent: the pair mixed, the customer's prompts played
+        into the mix for both (see ``_play_prompts``)."""
+        legs = [self._legs.get(x) for x in cmd.pair]
+        if legs[0] is None or legs[1] is None:
+            return
+        self._conference([legs[0], legs[1]], cmd.pair).assisting = cmd.customer
+
     def _mix(self, cmd: MixMedia) -> None:
         """A supervisor joins the pair (or changes mode): the pair's bridge becomes a
         conference of the three legs, whose recorder keeps recording the pair."""
@@ -176,20 +206,7 @@ class MediaPlane:
             return
         a, b, sup = legs
         assert a is not None and b is not None and sup is not None
-        conf = a.bridge
-        if not (isinstance(conf, Conference) and conf.endpoints.keys() == {
-                a.leg, b.leg, sup.leg}):
-            bridge = a.bridge if isinstance(a.bridge, Bridge) and b.bridge is a.bridge \
-                else None
-            recorder = None
-            if bridge is not None:
-                recorder, bridge.recorder = bridge.recorder, None
-            for x in (a, b, sup):
-                self._unbridge(x)
-            conf = Conference({x.leg: x.endpoint for x in (a, b, sup)}, pair=cmd.pair,
-                              recorder=recorder)
-            a.bridge = b.bridge = sup.bridge = conf
-        conf.monitor(sup.leg, cmd.agent, cmd.mode)
+        self._conference([a, b, sup], cmd.pair).monitor(sup.leg, cmd.agent, cmd.mode)
 
     def _unbridge(self, state: _LegMedia) -> None:
         bridge = state.bridge
@@ -221,7 +238,11 @@ class MediaPlane:
         if state.closed:
             return
         samples = np.concatenate(parts) if parts else np.zeros(160, dtype=np.int16)
-        state.player = state.endpoint.play(samples)
+        conf = state.bridge
+        if isinstance(conf, Conference) and conf.assisting == state.leg:
+            state.player = conf.play(samples, tuple(conf.endpoints))  # agent listens in
+        else:
+            state.player = state.endpoint.play(samples)
         finished = await state.player.done
         state.player = None
         if finished and not state.closed:

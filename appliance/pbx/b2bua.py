@@ -63,7 +63,7 @@ from appliance.acd.commands import (
     PlaceCallback,
 )
 from appliance.acd.commands import Command as AcdCommand
-from appliance.acd.core import Acd
+from appliance.acd.core import DAY, Acd
 from appliance.acd.errors import AcdError
 from appliance.acd.events import AcdEvent
 from appliance.ivr.flow import Flow
@@ -247,8 +247,21 @@ class TraceEvent:
     data: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class AssistMedia:
+    """The bridged ``pair`` (customer, agent) becomes a mix in which the prompts played
+    to the ``customer`` leg (its flow runs beside the agent, R-4.8) are heard by both;
+    a ``BridgeMedia`` of the pair ends it."""
+
+    pair: tuple[str, str]
+    customer: str
+    tenant_id: str | None
+    call_id: str
+
+
 Command = (
-    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | MixMedia | StartEcho
+    OpenMedia | ConfigureMedia | BridgeMedia | UnbridgeMedia | MixMedia | AssistMedia
+    | StartEcho
     | PlayPrompts
     | StopPlayback | RunIvrAction | CaptureAudio | StopCaptureAudio
     | SendDtmf | CloseMedia | WriteCdr | TraceEvent | AcdNotice
@@ -316,6 +329,7 @@ class Leg:
     acd_agent: str = ""  # B leg of a transfer to this agent: busy for the ACD meanwhile
     monitor: Monitor | None = None  # a supervisor monitors this leg's conversation, or
     # this is the supervisor's leg (``monitor.leg``)
+    assist: Assist | None = None  # the customer's leg runs a flow beside its agent
 
 
 @dataclass(eq=False)
@@ -364,6 +378,24 @@ class Monitor:
     @property
     def state(self) -> str:
         return "active" if self.leg.state == "up" else "ringing"
+
+
+@dataclass(eq=False)
+class Assist:
+    """Agent-assisted IVR (R-4.8): a flow of the tenant runs on the customer's leg
+    (``other``) while the agent (``talker``) stays on the call, both hearing its prompts
+    and either one's keys answering it; when the flow ends the two talk on alone and
+    ``results`` (what the flow set, secrets masked) join the call's data."""
+
+    id: str
+    tenant_id: str
+    agent: str
+    flow: str
+    talker: Leg
+    other: Leg
+    before: Mapping[str, Any]
+    state: str = "running"  # running, done (the flow ended), ended (the call did)
+    results: dict[str, str] = field(default_factory=dict)
 
 
 class MonitorError(ValueError):
@@ -438,6 +470,9 @@ class B2bua:
         self._callbacks: dict[tuple[str, str], CallbackEntry] = {}  # (tenant, contact)
         self.acd: dict[str, Acd] = {}  # per tenant with queues (appliance/acd)
         self.monitors: dict[str, Monitor] = {}  # supervisors on agents' calls, by id
+        self.assists: dict[str, Assist] = {}  # flows run beside agents, by id (until the
+        # call ends)
+        self._local: tuple[float, float] | None = None  # (now, local seconds of the day)
         self._sync_acd(plan, 0.0)
 
     # ----------------------------------------------------------------- outputs
@@ -501,10 +536,12 @@ class B2bua:
 
     def set_plan(self, plan: Plan, now: float = 0.0) -> None:
         """A new plan applies to new calls; calls in progress keep their legs. A
-        tenant's ACD keeps its agents and waiting callers while its configuration is
-        unchanged; a changed one starts afresh (agents log in again)."""
+        tenant's ACD is reconfigured in place (agents stay signed in, callers keep
+        their places; a removed queue's callers go back to their flows), what that
+        decided is carried out at once."""
         self.plan = plan
         self._sync_acd(plan, now)
+        self._drain(now)
 
     def _sync_acd(self, plan: Plan, now: float) -> None:
         kept: dict[str, Acd] = {}
@@ -512,12 +549,35 @@ class B2bua:
             if tenant.acd is None:
                 continue
             old = self.acd.get(tenant.id)
-            kept[tenant.id] = old if old is not None and old.config == tenant.acd \
-                else Acd(tenant.acd, now)
+            if old is not None:
+                old.reconfigure(tenant.acd, now)  # the plan validated it
+                kept[tenant.id] = old
+                continue
+            kept[tenant.id] = fresh = Acd(tenant.acd, now)
+            if self._local is not None:  # night hours and midnight from the first moment
+                ref, seconds = self._local
+                fresh.set_local_time(now, (seconds + now - ref) % DAY)
         # callback entries live in their tenant's ACD: a fresh one has none of them
         self._callbacks = {k: e for k, e in self._callbacks.items()
                            if kept.get(k[0]) is self.acd.get(k[0])}
         self.acd = kept
+        for leg in [x for x in self._legs.values() if x.queue is not None
+                    and (x.call.tenant_id or "") not in kept]:
+            # the tenant has no queues any more: its waiting callers go back to their flow
+            leg.queue = None
+            self._commands.append(StopPlayback(leg.id))
+            self._trace(leg.call, "queue_exit", reason="queues_removed")
+            self._give_back(leg, 503, now)
+
+    def set_local_time(self, now: float, seconds_of_day: float) -> None:
+        """The node's local time of day at ``now`` (at start, and again now and then
+        to follow clock and daylight-saving changes): the tenants' ACDs apply their night
+        hours (offers then carry ``night=1`` for the desktop's alert) and start their
+        day counters again at local midnight."""
+        self._local = (now, seconds_of_day)
+        for acd in self.acd.values():
+            acd.set_local_time(now, seconds_of_day)
+        self._drain(now)
 
     def agent_action(self, tenant_id: str, action: Callable[[Acd], Any], now: float) -> Any:
         """Run ``action`` on the tenant's ACD (an agent's login, state change, break...)
@@ -554,6 +614,8 @@ class B2bua:
             self._key_pressed(leg, digit, method, now)
 
     def _key_pressed(self, leg: Leg, digit: str, method: str, now: float) -> None:
+        if leg.peer is not None and leg.peer.assist is not None and leg.ivr is None:
+            leg = leg.peer  # the agent's keys answer the flow run for its customer
         secret = leg.ivr is not None and leg.ivr.secret_input
         self._trace(leg.call, "dtmf", leg=leg.id, digit="*" if secret else digit,
                     method=method)
@@ -892,7 +954,7 @@ class B2bua:
             return
         self._respond(key, req, 200, None, now)
         self._key_pressed(leg, digit, "info", now)
-        if leg.peer is not None:
+        if leg.peer is not None and leg.peer.assist is None and leg.assist is None:
             self._commands.append(SendDtmf(leg.peer.id, digit))
 
     # ----------------------------------------------------------------- transfer
@@ -903,7 +965,8 @@ class B2bua:
         if refer_to is None:
             self._respond(key, req, 400, "Missing Refer-To", now)
             return
-        if leg.party is None or peer is None or leg.state != "up":
+        if leg.party is None or peer is None or leg.state != "up" \
+                or peer.assist is not None:  # the customer is in a flow beside the agent
             self._respond(key, req, 403, "Transfer Not Allowed", now)
             return
         target = NameAddr.parse(refer_to).uri
@@ -1169,6 +1232,13 @@ class B2bua:
         ivr = leg.ivr
         assert ivr is not None
         for cmd in ivr.commands():
+            if leg.assist is not None and isinstance(cmd, TransferCall | HangupCall):
+                # a flow beside an agent does not hang up or transfer the customer: its
+                # end gives the customer back to the agent
+                self._drive_trace(leg, ivr)
+                self._end_assist(leg.assist, now, "transfer_refused"
+                                 if isinstance(cmd, TransferCall) else "end")
+                return
             if isinstance(cmd, PlayPrompt):
                 self._commands.append(PlayPrompts(leg.id, leg.call.tenant_id, cmd.prompts,
                                                   cmd.language))
@@ -1187,14 +1257,17 @@ class B2bua:
                                                    leg.call.caller, ivr.language, cmd))
             elif isinstance(cmd, StopCapture):
                 self._commands.append(StopCaptureAudio(leg.id, cmd.seq))
-        for step in ivr.trace[leg.ivr_steps:]:
-            self._trace(leg.call, "ivr", flow=step.flow, node=step.node, step=step.event,
-                        **dict(step.detail))
-        leg.ivr_steps = len(ivr.trace)
+        self._drive_trace(leg, ivr)
         deadline = ivr.next_deadline()
         if deadline is not None and deadline != leg.ivr_deadline and leg.state == "up":
             leg.ivr_deadline = deadline
             self._arm(deadline, "ivr", leg)
+
+    def _drive_trace(self, leg: Leg, ivr: Interpreter) -> None:
+        for step in ivr.trace[leg.ivr_steps:]:
+            self._trace(leg.call, "ivr", flow=step.flow, node=step.node, step=step.event,
+                        **dict(step.detail))
+        leg.ivr_steps = len(ivr.trace)
 
     def originate(self, tenant_id: str, number: str, flow_name: str, now: float, *,
                   caller_id: str | None = None, ring_seconds: float | None = None,
@@ -1340,7 +1413,8 @@ class B2bua:
                 return
             data = {**call.data, "queue": cmd.queue, "agent": cmd.agent,
                     **({"language": cmd.language} if cmd.language else {}),
-                    **({"callback": "true"} if cmd.callback else {})}
+                    **({"callback": "true"} if cmd.callback else {}),
+                    **({"night": "1"} if cmd.night_alert else {})}
             self._trace(call, "offered", agent=cmd.agent, queue=cmd.queue)
             b = self._place_b(call, a, Route(tenant.id, "extension", target=agent.extension),
                               agent.extension, now, data=data,
@@ -1647,18 +1721,12 @@ class B2bua:
         supervisor = agents.get(supervisor_id)
         if tenant is None or supervisor is None or not supervisor.supervisor:
             raise MonitorError(403, "forbidden", f"{supervisor_id} is no supervisor here")
-        agent = agents.get(agent_id)
-        if agent is None:
-            raise MonitorError(404, "not_found", f"no agent {agent_id}")
-        talker = next((x for x in self._legs.values()
-                       if x.call.tenant_id == tenant_id and x.state == "up"
-                       and x.party is not None and x.party.extension == agent.extension
-                       and x.peer is not None and x.peer.state == "up"
-                       and x.peer.peer is x), None)
-        if talker is None or talker.peer is None:
-            raise MonitorError(409, "agent_not_talking", f"{agent_id} is on no call")
+        talker, agent = self._talking_leg(tenant_id, agent_id)
+        assert talker.peer is not None
         if talker.monitor is not None or talker.peer.monitor is not None:
             raise MonitorError(409, "already_monitored", f"{agent_id}'s call is monitored")
+        if talker.peer.assist is not None:
+            raise MonitorError(409, "conflict", f"{agent_id}'s customer is in a flow")
         if agent.extension == supervisor.extension:
             raise MonitorError(409, "conflict", "a supervisor cannot monitor itself")
         call = talker.call
@@ -1677,6 +1745,81 @@ class B2bua:
         self._trace(call, "monitor_ringing", agent=agent_id, supervisor=supervisor_id,
                     mode=mode)
         return mon
+
+    def _talking_leg(self, tenant_id: str, agent_id: str) -> tuple[Leg, Agent]:
+        """The leg of the agent's extension bridged to another party, and the agent."""
+        tenant = self.plan.tenant(tenant_id)
+        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
+            if tenant is not None else None
+        if agent is None:
+            raise MonitorError(404, "not_found", f"no agent {agent_id}")
+        talker = next((x for x in self._legs.values()
+                       if x.call.tenant_id == tenant_id and x.state == "up"
+                       and x.party is not None and x.party.extension == agent.extension
+                       and x.peer is not None and x.peer.state == "up"
+                       and x.peer.peer is x), None)
+        if talker is None:
+            raise MonitorError(409, "agent_not_talking", f"{agent_id} is on no call")
+        return talker, agent
+
+    # ----------------------------------------------------------------- assisted IVR
+
+    def assist(self, tenant_id: str, agent_id: str, flow_name: str, now: float) -> Assist:
+        """Run the tenant's flow ``flow_name`` on the call agent ``agent_id`` talks on,
+        for the customer, with the agent listening in (R-4.8)."""
+        flow = self._flows(tenant_id).get(flow_name)
+        if flow is None:
+            raise MonitorError(404, "not_found", f"no flow {flow_name}")
+        talker, _ = self._talking_leg(tenant_id, agent_id)
+        other = talker.peer
+        assert other is not None
+        if other.assist is not None or talker.monitor is not None or other.monitor is not None \
+                or (other.ivr is not None and not other.ivr.finished):
+            raise MonitorError(409, "conflict", f"{agent_id}'s call is busy with another "
+                               "flow or a supervisor")
+        call = talker.call
+        variables = {**call.data, "caller": call.caller, "dialled": call.callee,
+                     "tenant": tenant_id, "assisted_by": agent_id}
+        other.ivr = Interpreter(flow, variables=variables, flows=self._flows(tenant_id))
+        other.ivr_steps = 0
+        job = Assist(id=f"{call.id}-assist-{next(self._seq)}", tenant_id=tenant_id,
+                     agent=agent_id, flow=flow_name, talker=talker, other=other,
+                     before=dict(other.ivr.variables))
+        other.assist = job
+        self.assists[job.id] = job
+        self._trace(call, "assist_started", agent=agent_id, flow=flow_name)
+        self._commands.append(AssistMedia((other.id, talker.id), other.id, call.tenant_id,
+                                          call.id))
+        other.ivr.start(now)
+        self._drive_ivr(other, now)
+        return job
+
+    def stop_assist(self, assist_id: str, now: float) -> Assist:
+        """The agent takes the customer back before the flow ends."""
+        job = self.assists.get(assist_id)
+        if job is None:
+            raise MonitorError(404, "not_found", f"no assisted flow {assist_id}")
+        if job.state == "running":
+            self._end_assist(job, now, "stopped")
+        return job
+
+    def _end_assist(self, job: Assist, now: float, reason: str) -> None:
+        """The flow beside the agent ended (its end, a hang-up or transfer node, or the
+        agent stopping it): the customer and the agent talk on, with its results."""
+        other, talker = job.other, job.talker
+        if other.assist is job:
+            other.assist = None
+        ivr, other.ivr = other.ivr, None
+        if ivr is not None:
+            job.results = ivr.results(job.before)
+            other.call.data.update(job.results)
+        job.state = "done"
+        self._commands.append(StopPlayback(other.id))
+        self._trace(other.call, "assist_ended", agent=job.agent, flow=job.flow,
+                    reason=reason, **{f"result.{k}": v for k, v in job.results.items()})
+        if other.state == "up" and talker.state == "up" and talker.peer is other:
+            self._commands.append(BridgeMedia(other.id, talker.id, other.call.tenant_id,
+                                              other.call.id))
 
     def set_monitor_mode(self, monitor_id: str, mode: str, now: float) -> Monitor:
         mon = self.monitors.get(monitor_id)
@@ -2162,6 +2305,8 @@ class B2bua:
             self._agent_leg_ended(leg, now)
         if leg.monitor is not None:
             self._end_monitor(leg.monitor, leg, now)
+        if leg.assist is not None:  # the customer left during the flow
+            leg.assist.state, leg.assist = "ended", None
         call = leg.call
         if all(x.state == "ended" for x in call.legs):
             self._finish(call, now)
@@ -2172,6 +2317,8 @@ class B2bua:
         call.ended = True
         self.calls.pop(call.id, None)
         self._leave_acd(call, now)
+        for gone in [k for k, job in self.assists.items() if job.other.call is call]:
+            del self.assists[gone]
         for leg in call.legs:
             self._leg_by_client.pop(leg.client_key or "", None)
         status = 200 if call.answer is not None else (call.status or 500)

@@ -85,7 +85,8 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                 "flows": {"acme-main": yaml.safe_load(SAMPLE_FLOW.read_text()),
                           "pcap-keys": PCAP_FLOW, "lookup": lookup_flow(action_port),
                           "vm-leave": VM_LEAVE_FLOW, "notice": NOTICE_FLOW,
-                          "recorder": RECORDER_FLOW, "card": CARD_FLOW, "asr": ASR_FLOW},
+                          "recorder": RECORDER_FLOW, "card": CARD_FLOW, "asr": ASR_FLOW,
+                          "account": ASSIST_FLOW},
                 "actions": {"hosts": ["127.0.0.1"]},
             },
             {
@@ -154,6 +155,13 @@ ASR_FLOW: dict[str, Any] = {  # a spoken yes or no, then to 1001 with the answer
                       "next": "agent", "on_failure": "agent"},
               "agent": {"type": "transfer", "extension": "1001",
                         "data": {"answer": "answer"}}},
+}
+ASSIST_FLOW: dict[str, Any] = {  # run for a customer beside the agent
+    "flow": "account", "version": 1, "start": "ask",
+    "nodes": {"ask": {"type": "collect", "prompt": {"file": "chime"}, "variable": "account",
+                      "mode": "fixed", "length": 4, "first_digit_timeout": 20,
+                      "next": "thanks"},
+              "thanks": {"type": "play", "prompt": {"tts": "Thank you."}}},
 }
 NOTICE_FLOW: dict[str, Any] = {
     "flow": "notice", "version": 1, "start": "ask",

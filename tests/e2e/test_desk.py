@@ -168,6 +168,27 @@ class Desk:
     def pop_hidden(self) -> bool:
         return bool(self.page.evaluate("() => document.getElementById('screen-pop').hidden"))
 
+    def night(self) -> dict[str, Any]:
+        """The night-time alert: the screen pop's badge and whether the page sounds it."""
+        return dict(self.page.evaluate("""() => {
+            const badge = document.getElementById('pop-night');
+            return {badge: !badge.hidden, text: badge.textContent,
+                    alerting: document.body.dataset.alerting === 'true'};
+        }"""))
+
+    def day(self) -> dict[str, str]:
+        """The live panel's own-day figures by id without ``own-`` (``answered``,
+        ``talk``, ``wrap-up``, ``outbound-calls``, ``outbound``, ``not-ready-periods``,
+        ``not-ready``, ``breaks``, ``break``)."""
+        return dict(self.page.evaluate("""() => Object.fromEntries(
+            [...document.querySelectorAll('#own-day dd')].map(
+                (dd) => [dd.id.replace(/^own-/, ''), dd.textContent]))"""))
+
+    def wait_day(self, key: str, text: str, timeout: float = 10.0) -> dict[str, str]:
+        self.wait("([k, v]) => document.getElementById('own-' + k).textContent === v",
+                  [key, text], timeout)
+        return self.day()
+
     def levels(self, seconds: float = 2.0) -> dict[int, float]:
         got = self.page.evaluate(MEASURE_JS, [[CALLER_TONE, BROWSER_TONE, UNUSED], seconds])
         assert got["blocks"] > 10, got
@@ -235,6 +256,14 @@ def drain(sock: socket.socket) -> None:
         pass
 
 
+def clock_seconds(text: str) -> int:
+    """The page's m:ss or h:mm:ss as seconds."""
+    seconds = 0
+    for part in text.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
 def carrier_phone(node: NodeHandle) -> Phone:
     return Phone(CALLER, f"127.0.0.1:{node.sip_port}", "", ("127.0.0.1", node.sip_port),
                  local_ip=CARRIER_IP)
@@ -264,6 +293,9 @@ def test_browser_agent_answers_a_queue_call_with_screen_pop_two_way_audio_and_li
             pop = desk.wait_pop()  # alice's softphone rings with the call's data
             assert pop["queue"] == "sales" and pop["caller"].startswith(CALLER), pop
             desk.wait_call("ringing")
+            # a daytime offer: no night badge, no alert (test_desk_night has the night)
+            assert desk.night() == {"badge": False, "text": "Night-time call",
+                                    "alerting": False}
             assert desk.wait_own("reserved")["text"] == "Ringing"
             desk.page.click("#answer")
             desk.wait_call("talking")
@@ -315,6 +347,12 @@ def test_browser_agent_answers_a_queue_call_with_screen_pop_two_way_audio_and_li
             assert desk.wait_own("ready")["text"] == "Ready"  # no wrap-up in this queue
             desk.wait_team("busy", 0)
             wait_for(lambda: not rtpengine_calls(node), 5, "rtpengine's call deleted")
+
+            # her own day on the live panel (the daily record): the call and its talk time
+            day = desk.wait_day("answered", "1")
+            assert clock_seconds(day["talk"]) >= 2, day
+            assert (day["not-ready-periods"], day["outbound-calls"], day["breaks"]) == \
+                ("1", "0", "0"), day  # not ready from the sign-in until "Ready"
 
             # another tenant's token sees nothing of acme's ACD
             assert call_api(node, "GET", "/acd/events", API_TOKENS["globex"])[0] == 404

@@ -4,7 +4,8 @@ supervisor sue (1400 Hz microphone) sees the call on her wallboard and barges in
 own page, whose softphone answers the node's call by itself. Both parties then hear
 sue's tone (the carrier's received RTP analysed in Python, alice's page measured with
 WebAudio); switched to listen, the caller no longer hears her; when she stops, alice and
-the caller go on. Finally sue forces alice not ready.
+the caller go on. Then sue forces alice not ready, and grants the break request the
+tenant's maximum on break refused (R-5.2d).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import NodeHandle
-from tests.e2e.test_acd import received, tone
+from tests.e2e.test_acd import call_api, received, sign_in, tone
 from tests.e2e.test_desk import (
     BROWSER_TONE,
     CALLER_TONE,
@@ -144,6 +145,23 @@ def test_a_supervisor_in_a_second_browser_barges_in_and_both_parties_hear_her(
             sue.page.click('#sup-agents button[data-force="not_ready"][data-agent="alice"]')
             assert alice.wait_own("not_ready", "supervisor")["state"] == "not_ready"
             assert snapshot_agent(node, "alice")["reason"] == "supervisor"
+
+            # breaks (R-5.2d): bob takes the one place; alice's request is refused, sue
+            # sees it among her alerts and grants it
+            status, bob = sign_in(node, "bob")
+            assert status == 201
+            assert call_api(node, "PUT", "/agents/bob/state", bob["token"],
+                            {"state": "break"})[1]["approved"] is True
+            alice.page.click("#break")
+            alice.wait("() => document.getElementById('break-result').dataset.result"
+                       " === 'refused'")
+            approve = '#sup-alerts li[data-break-request="alice"] button[data-approve="alice"]'
+            sue.wait(f"() => document.querySelector('{approve}') !== null")
+            sue.page.click(approve)
+            alice.wait_own("break")
+            sue.wait(f"() => document.querySelector('{approve}') === null")
+            assert snapshot_agent(node, "bob")["state"] == "break"  # both on break now
+            assert call_api(node, "DELETE", "/agent-sessions/current", bob["token"])[0] == 204
     finally:
         carrier.hang_up_all()
         carrier.close()

@@ -9,14 +9,16 @@ from typing import Any
 
 
 def http_json(method: str, url: str, token: str | None = None, body: Any = None,
-              timeout: float = 10.0) -> tuple[int, Any]:
+              timeout: float = 10.0, content_type: str = "application/json"
+              ) -> tuple[int, Any]:
     """``(status, answer)``: JSON decoded, raw bytes for anything else, None when
-    empty; error statuses are returned, not raised."""
-    headers = {"Content-Type": "application/json"}
+    empty; error statuses are returned, not raised. A ``bytes`` body is sent as it is
+    (as ``content_type``), anything else as JSON."""
+    headers = {"Content-Type": content_type}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, method=method, headers=headers,
-                                 data=None if body is None else json.dumps(body).encode())
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, method=method, headers=headers, data=data)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, ctype, raw = resp.status, resp.headers.get_content_type(), resp.read()

@@ -118,3 +118,22 @@ async def test_the_replaced_bridge_recorder_goes_on_recording_the_pair(tmp_path:
         assert rate == 8000 and audio.shape[1] == 2
         assert share(audio[:, 0], TONES["caller"]) > 0.5
         assert share(audio[:, 1], TONES["agent"]) > 0.5
+
+
+async def test_a_prompt_mixed_in_is_heard_by_the_legs_named_and_ends_by_itself() -> None:
+    async with three_phones() as (phones, nodes):
+        conf = Conference({pid: nodes[pid] for pid in ("caller", "agent")})
+        try:
+            prompt = tone(1800.0, 0.8, amplitude=6000)
+            playback = conf.play(prompt, ("caller", "agent"))
+            got = await heard({pid: phones[pid] for pid in ("caller", "agent")}, 0.8)
+            for pid, other in (("caller", "agent"), ("agent", "caller")):
+                assert share(got[pid], 1800.0) > 0.2, f"{pid} hears the prompt"
+                assert share(got[pid], TONES[other]) > 0.2, f"{pid} hears {other} too"
+            assert await asyncio.wait_for(playback.done, 2.0) is True
+            stopped = conf.play(prompt, ("caller",))
+            stopped.stop()
+            assert await stopped.done is False
+            assert "prompt-2" not in conf.mixer
+        finally:
+            conf.close()

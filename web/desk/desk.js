@@ -11,16 +11,22 @@
 //   GET  ../api/v1/acd             the wallboard snapshot (queues, agents, team)
 //   GET  ../api/v1/acd/events      server-sent events, read with fetch() because
 //                                  EventSource cannot send the Authorization header
+//   GET  ../api/v1/acd/daily       today's statistics record: the agent's own day
 //
 // The live panel is drawn from the snapshot: fetched when the event stream connects,
 // again (debounced) after each event, and every REFRESH_MS for the other agents'
 // changes, which an agent's own stream does not carry. The agent's own state is
 // applied at once from its AgentStateChanged events; the time in state ticks locally.
+// The agent's own day (R-5.2c: calls answered, talk, after-call work, outbound, not
+// ready and break periods and time) comes from the daily record, fetched after each
+// snapshot but at most once per DAY_MIN_MS; the current state's time ticks on locally.
 //
 // The softphone (softphone.js, the JsSIP bundle) registers as the agent's extension
 // with the SIP password typed at sign-in; an offer from the ACD rings it with the
 // call's data in the INVITE's X-BL-Data header (url-encoded key=value pairs: queue,
-// agent, language and what the IVR collected), shown as the screen pop.
+// agent, language and what the IVR collected), shown as the screen pop. An offer made
+// in the tenant's night hours carries night=1: the pop shows a badge and the page sounds
+// a two-tone alert (WebAudio) until the call is answered or ends (R-5.2a).
 //
 // Transfers (the transfer panel during a call): "Transfer" sends a blind REFER to an
 // agent id, a queue name or a number (sip:<target>@<domain>, with the note as
@@ -38,6 +44,7 @@
   // the ACD's and a supervisor's, not the tenant's
   const OWN_REASONS = ["no_answer", "declined", "login", "supervisor"];
   const REFRESH_MS = 5000;
+  const DAY_MIN_MS = 2000; // the daily record is fetched at most this often
   const API = new URL("../api/v1/", window.location.href);
 
   const $ = (id) => document.getElementById(id);
@@ -50,7 +57,14 @@
   let refreshTimer = null;
   let pollTimer = null;
   let snapshot = null;
-  let own = { state: "", reason: "", since: 0 };
+  let own = { state: "", reason: "", since: 0, outbound: false };
+  let ownDay = null; // {record: the agent's daily record or null, at: performance.now()}
+  let dayTimer = null;
+  let dayLast = -Infinity; // performance.now() of the last daily request
+  let dayBusy = false; // a daily request is on its way
+  let dayAgain = false; // and another is wanted after it
+  let audio = null; // the AudioContext of the night-time alert
+  let nightAlert = null; // {timer, gain} while the alert sounds
   let call = { state: "idle", held: false, muted: false };
   let transfer = { state: "", target: "", cause: "" }; // the panel's status line
   let consult = null; // {target, state: "calling" | "talking"} during a consultation
@@ -152,7 +166,7 @@
     }
     $("sign-in").hidden = true;
     $("desk").hidden = false;
-    own = { state: "not_ready", reason: "login", since: performance.now() };
+    own = { state: "not_ready", reason: "login", since: performance.now(), outbound: false };
     renderAll();
     startPhone(sipPassword);
     $("sip-password").value = "";
@@ -182,9 +196,13 @@
     stream = null;
     window.clearInterval(pollTimer);
     window.clearTimeout(refreshTimer);
+    window.clearTimeout(dayTimer);
+    dayTimer = null;
+    dayAgain = false;
     stopPhone();
     snapshot = null;
-    own = { state: "", reason: "", since: 0 };
+    ownDay = null;
+    own = { state: "", reason: "", since: 0, outbound: false };
     $("desk").hidden = true;
     $("sign-in").hidden = false;
     $("break-result").textContent = "";
@@ -234,14 +252,54 @@
     const me = snapshot.agents.find((a) => a.id === session.agent);
     if (me) {
       own = { state: me.state, reason: me.reason,
-              since: performance.now() - 1000 * me.in_state };
+              since: performance.now() - 1000 * me.in_state, outbound: !!me.outbound };
     }
     renderAll();
+    scheduleDay();
+  }
+
+  // The agent's own day, with the snapshot: at most one request per DAY_MIN_MS, one at
+  // a time; a refresh asked for meanwhile comes after (so the last change is shown).
+  function scheduleDay() {
+    if (!session || dayTimer !== null) return;
+    if (dayBusy) {
+      dayAgain = true;
+      return;
+    }
+    const wait = Math.max(0, dayLast + DAY_MIN_MS - performance.now());
+    dayTimer = window.setTimeout(refreshDay, wait);
+  }
+
+  async function refreshDay() {
+    dayTimer = null;
+    const mine = session;
+    if (!mine) return;
+    dayBusy = true;
+    dayLast = performance.now();
+    try {
+      const doc = await api("GET", "acd/daily");
+      if (session === mine) {
+        const record = (doc.agents || []).find((a) => a.agent === mine.agent) || null;
+        ownDay = { record, at: performance.now() };
+        renderDay();
+      }
+    } catch (err) {
+      console.warn("desk: daily record", err);
+    } finally {
+      dayBusy = false;
+      if (dayAgain) {
+        dayAgain = false;
+        scheduleDay();
+      }
+    }
   }
 
   function onEvent(type, doc) {
     if (type === "AgentStateChanged" && session && doc.agent === session.agent) {
-      own = { state: doc.state, reason: doc.reason || "", since: performance.now() };
+      const busy = ["talking", "hold"];
+      const outbound = doc.state === "talking" && doc.cause === "outbound" ? true
+        : busy.includes(doc.state) && busy.includes(doc.previous) && own.outbound;
+      own = { state: doc.state, reason: doc.reason || "", since: performance.now(), outbound };
       renderOwn();
     }
     emit("event", type, doc);
@@ -381,8 +439,10 @@
     mine.ua.on("newRTCSession", (e) => {
       if (phone !== mine || e.originator !== "remote" || e.session.isEnded()) return;
       setTransfer("", "");
+      const data = new URLSearchParams(e.request.getHeader("X-BL-Data") || "");
       showPop(e.request);
-      emit("incoming", new URLSearchParams(e.request.getHeader("X-BL-Data") || ""));
+      if (data.get("night") === "1") startAlert(); // stops once answered or ended
+      emit("incoming", data);
     });
     phone.register();
   }
@@ -407,9 +467,11 @@
   }
 
   function setCall(state, flags) {
+    if (state !== "ringing") stopAlert(); // answered, declined or ended
     call = Object.assign({}, call, { state }, flags || {});
     if (state === "idle") call = { state: "idle", held: false, muted: false };
     renderCall();
+    emit("render");
   }
 
   function endCall() {
@@ -430,7 +492,8 @@
     const known = ["queue", "language", "transferred_by", "note"];
     const keys = [...known.filter((k) => data.has(k)),
                   ...[...new Set(data.keys())].filter((k) => !known.includes(k)
-                                                          && k !== "agent")];
+                                                          && k !== "agent" && k !== "night")];
+    $("pop-night").hidden = data.get("night") !== "1";
     for (const key of keys) {
       const dt = document.createElement("dt");
       const dd = document.createElement("dd");
@@ -466,6 +529,62 @@
       p.call(number);
       setCall("calling");
     });
+  }
+
+  // ------------------------------------------------------------------ night-time alert
+  // R-5.2a: a two-tone burst (880/660 Hz, four 0.2 s notes) every 1.6 s through WebAudio
+  // while a night-time offer rings. body[data-alerting="true"] while it sounds (once the
+  // browser lets the page's AudioContext run: the agent has clicked on the page).
+  const ALERT_NOTES = [880, 660, 880, 660];
+  const ALERT_NOTE_S = 0.2;
+  const ALERT_EVERY_MS = 1600;
+
+  function startAlert() {
+    if (nightAlert) return;
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return;
+    try {
+      if (!audio || audio.state === "closed") audio = new Context();
+    } catch (err) {
+      console.warn("desk: no audio for the night-time alert", err);
+      return;
+    }
+    const ctx = audio;
+    const gain = ctx.createGain();
+    gain.gain.value = 0.25;
+    gain.connect(ctx.destination);
+    const mine = { gain, timer: null };
+    nightAlert = mine;
+    const burst = () => {
+      const t0 = ctx.currentTime + 0.02;
+      const end = t0 + ALERT_NOTES.length * ALERT_NOTE_S;
+      const osc = ctx.createOscillator();
+      const envelope = ctx.createGain();
+      ALERT_NOTES.forEach((f, i) => osc.frequency.setValueAtTime(f, t0 + i * ALERT_NOTE_S));
+      envelope.gain.setValueAtTime(0, t0);
+      envelope.gain.linearRampToValueAtTime(1, t0 + 0.02);
+      envelope.gain.setValueAtTime(1, end - 0.02);
+      envelope.gain.linearRampToValueAtTime(0, end);
+      osc.connect(envelope);
+      envelope.connect(gain);
+      osc.addEventListener("ended", () => envelope.disconnect());
+      osc.start(t0);
+      osc.stop(end);
+    };
+    ctx.resume().then(() => {
+      if (nightAlert !== mine) return; // answered or ended meanwhile
+      burst();
+      mine.timer = window.setInterval(burst, ALERT_EVERY_MS);
+      document.body.dataset.alerting = "true";
+    }).catch((err) => console.warn("desk: night-time alert", err));
+  }
+
+  function stopAlert() {
+    if (!nightAlert) return;
+    window.clearInterval(nightAlert.timer);
+    nightAlert.gain.disconnect(); // silences a burst still playing
+    nightAlert = null;
+    delete document.body.dataset.alerting;
   }
 
   // ------------------------------------------------------------------ transfers
@@ -602,6 +721,34 @@
 
   function renderClock() {
     $("own-time").textContent = own.state ? clock((performance.now() - own.since) / 1000) : "";
+    renderDay();
+  }
+
+  // The agent's own day: the daily record as fetched, plus the current state's time
+  // since then (or since it began, when that is later) in its own figure.
+  const DAY_COUNTS = [["own-answered", "answered"], ["own-outbound-calls", "outbound_calls"],
+                      ["own-not-ready-periods", "not_ready_periods"], ["own-breaks", "breaks"]];
+  const DAY_TIMES = [["own-talk", "talk_seconds"], ["own-wrap-up", "wrap_up_seconds"],
+                     ["own-outbound", "outbound_seconds"],
+                     ["own-not-ready", "not_ready_seconds"], ["own-break", "break_seconds"]];
+
+  function currentDayField() {
+    if (own.state === "talking" || own.state === "hold") {
+      return own.outbound ? "outbound_seconds" : "talk_seconds";
+    }
+    return { not_ready: "not_ready_seconds", break: "break_seconds",
+             wrap_up: "wrap_up_seconds" }[own.state] || "";
+  }
+
+  function renderDay() {
+    const record = (ownDay && ownDay.record) || {};
+    const extra = ownDay && own.state
+      ? Math.max(0, performance.now() - Math.max(ownDay.at, own.since)) / 1000 : 0;
+    const current = currentDayField();
+    for (const [id, key] of DAY_COUNTS) $(id).textContent = String(record[key] || 0);
+    for (const [id, key] of DAY_TIMES) {
+      $(id).textContent = clock((record[key] || 0) + (key === current ? extra : 0));
+    }
   }
 
   function renderReasons() {
@@ -717,6 +864,7 @@
     on: (name, fn) => listeners[name].push(fn),
     session: () => session,
     snapshot: () => snapshot,
+    call: () => call,
     answer: () => phoneAction((p) => p.answer()),
     refresh: () => scheduleRefresh(0),
   };

@@ -9,11 +9,11 @@
   if (!desk) return;
   const $ = (id) => document.getElementById(id);
   const MODES = ["listen", "whisper", "barge"];
-  const FORCE = ["ready", "not_ready", "logged_out"];
+  const FORCE = ["ready", "not_ready", "break", "logged_out"];
   const ALERTS_KEPT = 5;
   let monitor = null; // {id, agent, mode, state}
   let asked = null; // the agent of a monitoring asked for: the node may ring before it answers
-  let alerts = [];
+  let alerts = []; // {text, agent (a break request to approve) or null}
 
   function isSupervisor() {
     const session = desk.session();
@@ -94,9 +94,13 @@
         $(`sup-mode-${mode}`).setAttribute("aria-pressed", String(monitor.mode === mode));
       }
     }
-    $("sup-alerts").replaceChildren(...alerts.map((text) => {
+    $("sup-alerts").replaceChildren(...alerts.map((alert) => {
       const li = document.createElement("li");
-      li.textContent = text;
+      li.textContent = alert.text;
+      if (alert.agent) {
+        li.dataset.breakRequest = alert.agent;
+        li.append(" ", button("sup.approveBreak", { approve: alert.agent }, true));
+      }
       return li;
     }));
   }
@@ -145,12 +149,22 @@
   }
 
   desk.on("render", render);
+  function alert(text, agent) {
+    alerts = [{ text, agent: agent || null }, ...alerts].slice(0, ALERTS_KEPT);
+    render();
+  }
+
   desk.on("event", (type, doc) => {
     if (!isSupervisor()) return;
+    const at = new Date().toLocaleTimeString();
     if (type === "NoAnswer") {
-      const at = new Date().toLocaleTimeString();
-      alerts = [desk.t("sup.noAnswer", { agent: doc.agent, queue: doc.queue || "", at }),
-                ...alerts].slice(0, ALERTS_KEPT);
+      alert(desk.t("sup.noAnswer", { agent: doc.agent, queue: doc.queue || "", at }));
+    } else if (type === "BreakRefused" && doc.agent !== desk.session().agent) {
+      // R-5.2d: over the maximum the request is refused; the supervisor may grant it
+      alert(desk.t("sup.breakAsked", { agent: doc.agent, at, onBreak: doc.on_break,
+                                       maximum: doc.maximum }), doc.agent);
+    } else if (type === "BreakApproved") {
+      alerts = alerts.map((a) => (a.agent === doc.agent ? { text: a.text, agent: null } : a));
       render();
     }
   });
@@ -173,6 +187,10 @@
     render();
   });
 
+  $("sup-alerts").addEventListener("click", (e) => {
+    const b = e.target.closest("button[data-approve]");
+    if (b) force(b.dataset.approve, "break");
+  });
   $("sup-agents").addEventListener("click", (e) => {
     const b = e.target.closest("button");
     if (!b || b.disabled) return;
