@@ -20,6 +20,8 @@ QUIC, against 1 node, see ``bench/planpush.py``); it prints its results.
 20,000 waiting callers with 5,000 agents, against 50 agents, see ``bench/acd.py``).
 ``--fanout``: instead, the ACD event fan-out benchmark (an agent's state change reaching
 500 desktops' event streams on a real node, against 1, see ``bench/fanout.py``).
+``--mix``: instead, the CPU cost of a monitored or assisted call's mixing per 20 ms
+against a transcoding bridge's (``bench/mix.py``).
 Everything runs on 127.0.0.0/8, bounded in calls and time.
 """
 
@@ -80,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the ACD routing latency benchmark (bench/acd.py) instead")
     p.add_argument("--fanout", action="store_true",
                    help="run the ACD event fan-out benchmark (bench/fanout.py) instead")
+    p.add_argument("--mix", action="store_true",
+                   help="run the call mixing micro benchmark (bench/mix.py) instead")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.quick:
@@ -123,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import fanout
         return fanout.main(["--quick"] if args.quick else
                            ["--json", str(args.workdir / "fanout.json")])
+    if args.mix:
+        from bench import mix
+        return mix.main(["--quick"] if args.quick else
+                        ["--json", str(args.workdir / "mix.json")])
     if args.ivr:
         from bench import ivr
         return ivr.run(args, args.workdir, None if args.no_write else args.doc)
