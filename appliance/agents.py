@@ -13,6 +13,14 @@ loses its oldest events (it is told how many), never the node's memory.
 
 Every published event is also counted in the tenant's daily statistics records
 (:class:`appliance.daily.DailyRecords`, ``acd-daily/`` beside the event log).
+
+Wrap-up (R-5.2a after-call work): the desk remembers, per agent, the last
+``WRAP_UP_KEPT`` contacts the agent handled (``ContactEnded``, ``ContactTransferred``)
+for ``WRAP_UP_WINDOW`` seconds after they ended; the agent files one of them under one of
+the tenant's ``acd.wrap_up_codes`` with a note (:meth:`AgentDesk.wrap_up`), published
+and stored like an ACD event as a node-level ``WrapUp`` document. The note may hold
+customer data: it goes to the event log and the live subscribers only, never to the
+node's log. The memory is the process's: after a restart, earlier contacts are gone.
 """
 
 from __future__ import annotations
@@ -24,15 +32,16 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from appliance.acd.core import Acd
-from appliance.acd.events import AcdEvent
+from appliance.acd.events import AcdEvent, ContactEnded, ContactTransferred
 from appliance.daily import FLUSH_EVERY, DailyRecords
 from appliance.passwords import verify
-from appliance.pbx.b2bua import Assist, B2bua, Monitor, MonitorError
+from appliance.pbx.b2bua import AgentConference, Assist, B2bua, Monitor, MonitorError
 from appliance.plan import Plan, token_hash
 
 log = logging.getLogger("branchline.agents")
@@ -40,6 +49,9 @@ QUEUE_DEPTH = 1000  # events kept per slow subscriber
 DAILY_DIR = "acd-daily"  # next to acd-events.jsonl
 
 STATES = ("ready", "not_ready", "break", "logged_out")
+WRAP_UP_WINDOW = 3600.0  # seconds after its end a contact can still be wrapped up
+WRAP_UP_KEPT = 20  # ended contacts remembered per agent
+MAX_NOTE = 500  # characters of a wrap-up note
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +61,33 @@ class AgentSession:
     supervisor: bool = False  # as the plan says now (see ``session``)
 
 
+class WrapUpError(Exception):
+    """A wrap-up refused: HTTP status, stable id, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclasses.dataclass
+class _Handled:
+    """A contact an agent handled: its queue, when it ended (wall clock), its code."""
+
+    queue: str
+    ended: float
+    code: str | None = None
+
+
 def assist_doc(job: Assist) -> dict[str, Any]:
     return {"id": job.id, "agent": job.agent, "flow": job.flow, "state": job.state,
             "results": dict(job.results)}
+
+
+def conference_doc(conf: AgentConference) -> dict[str, Any]:
+    """An agent's three-way conference: its parties (role and number), while it lasts."""
+    roles = (("customer", conf.customer), ("agent", conf.talker), ("third", conf.third))
+    return {"id": conf.id, "agent": conf.agent,
+            "parties": [{"role": role, "number": leg.number} for role, leg in roles]}
 
 
 def monitor_doc(mon: Monitor) -> dict[str, str]:
@@ -99,6 +135,8 @@ class AgentDesk:
         self._sessions: dict[str, AgentSession] = {}  # sha256 of the token -> session
         self._subscribers: set[Subscription] = set()
         self._fh: TextIO | None = None
+        # (tenant, agent) -> contact -> what the agent may wrap up, oldest first
+        self._handled: dict[tuple[str, str], OrderedDict[str, _Handled]] = {}
         self.records = DailyRecords(
             events_path, daily_dir if daily_dir is not None else events_path.parent / DAILY_DIR,
             target=self._target, timezone=timezone, clock=clock, flush_every=flush_every)
@@ -138,7 +176,7 @@ class AgentDesk:
         if tenant is None or agent is None:
             return {}
         return {"extension": agent.extension, "name": agent.name,
-                "supervisor": agent.supervisor,
+                "supervisor": agent.supervisor, "crm_url": tenant.crm_url,
                 # flows the agent may run beside a call (R-4.8): the tenant's own
                 "assist_flows": sorted(n for n in tenant.flows if not n.startswith("sys-"))}
 
@@ -239,6 +277,23 @@ class AgentDesk:
         finally:
             self._flush()
 
+    # ----------------------------------------------------------------- conferences
+    def conference(self, tenant_id: str, agent_id: str) -> dict[str, Any]:
+        """The agent's call and its consultation become one three-way conference."""
+        try:
+            return conference_doc(self.core.conference(tenant_id, agent_id,
+                                                       time.monotonic()))
+        finally:
+            self._flush()
+
+    def conferenced(self, tenant_id: str, conference_id: str, agent: str | None
+                    ) -> dict[str, Any]:
+        """A conference of the tenant while it lasts (``agent``: only that agent's)."""
+        found = self.core.conferences.get(conference_id)
+        if found is None or found.tenant_id != tenant_id or agent not in (None, found.agent):
+            raise MonitorError(404, "not_found", f"no conference {conference_id}")
+        return conference_doc(found)
+
     def _own_assist(self, tenant_id: str, assist_id: str, agent: str | None) -> Assist:
         found = self.core.assists.get(assist_id)
         if found is None or found.tenant_id != tenant_id or agent not in (None, found.agent):
@@ -254,12 +309,68 @@ class AgentDesk:
         acd = self.core.acd.get(tenant_id)
         if acd is None:
             return None
+        tenant = self._plan().tenant(tenant_id)
         return {**dataclasses.asdict(acd.snapshot(time.monotonic())),
-                "not_ready_reasons": list(acd.config.not_ready_reasons)}
+                "not_ready_reasons": list(acd.config.not_ready_reasons),
+                "wrap_up_codes": list(tenant.wrap_up_codes) if tenant is not None else []}
+
+    # ----------------------------------------------------------------- wrap-up
+    def wrap_up(self, tenant_id: str, agent_id: str, contact: str, code: str,
+                note: str) -> dict[str, Any]:
+        """File a contact the agent handled (ended within ``WRAP_UP_WINDOW``) under one
+        of the tenant's wrap-up codes, with a note; a later one for the same contact
+        replaces it (``replaces``: the code it had). The ``WrapUp`` document published
+        is returned. ``WrapUpError``: 400 a code the tenant does not have or a note too
+        long, 404 an unknown agent or contact."""
+        tenant = self._plan().tenant(tenant_id)
+        if tenant is None or tenant_id not in self.core.acd:
+            raise WrapUpError(404, "not_found", f"{tenant_id} has no queues")
+        if not any(a.id == agent_id for a in tenant.agents):
+            raise WrapUpError(404, "not_found", f"no agent {agent_id}")
+        if code not in tenant.wrap_up_codes:
+            raise WrapUpError(400, "bad_request", "code: one of the tenant's wrap-up codes ("
+                              + (", ".join(tenant.wrap_up_codes) or "it has none") + ")")
+        if len(note) > MAX_NOTE:
+            raise WrapUpError(400, "bad_request", f"note: at most {MAX_NOTE} characters")
+        now = self._clock()
+        handled = self._handled.get((tenant_id, agent_id))
+        found = handled.get(contact) if handled is not None else None
+        if found is None or now - found.ended > WRAP_UP_WINDOW:
+            raise WrapUpError(404, "not_found",
+                              f"{agent_id} handled no contact {contact[:80]!r} in the last hour")
+        doc: dict[str, Any] = {
+            "type": "WrapUp", "wall": round(now, 3), "tenant_id": tenant_id,
+            "agent": agent_id, "contact": contact, "queue": found.queue, "code": code,
+            "note": note, "replaces": found.code}
+        found.code = code
+        log.info("wrap-up of %s by %s of %s: %s%s", contact, agent_id, tenant_id, code,
+                 "" if doc["replaces"] is None else f" (was {doc['replaces']})")
+        self._publish_doc(tenant_id, doc)
+        return doc
+
+    def _handled_contact(self, tenant_id: str, agent_id: str, contact: str, queue: str,
+                         wall: float) -> None:
+        """Remember a contact the agent just handled (the newest ``WRAP_UP_KEPT``)."""
+        handled = self._handled.setdefault((tenant_id, agent_id), OrderedDict())
+        handled.pop(contact, None)
+        handled[contact] = _Handled(queue, wall)
+        while len(handled) > WRAP_UP_KEPT or \
+                wall - next(iter(handled.values())).ended > WRAP_UP_WINDOW:
+            handled.popitem(last=False)
 
     # ----------------------------------------------------------------- events
     def publish(self, ev: AcdEvent) -> None:
         doc = {"wall": round(self._clock(), 3), **event_doc(ev)}
+        if isinstance(ev, ContactEnded):
+            self._handled_contact(ev.tenant_id, ev.agent, ev.contact, ev.queue, doc["wall"])
+        elif isinstance(ev, ContactTransferred):
+            self._handled_contact(ev.tenant_id, ev.agent, ev.contact, ev.from_queue,
+                                  doc["wall"])
+        self._publish_doc(ev.tenant_id, doc)
+
+    def _publish_doc(self, tenant_id: str, doc: dict[str, Any]) -> None:
+        """Store an event document (an ACD event's, or a node-level one such as
+        ``WrapUp``), count it in the daily records and hand it to the subscribers."""
         try:
             if self._fh is None:
                 self._fh = open(self.events_path, "a", encoding="utf-8")
@@ -268,11 +379,11 @@ class AgentDesk:
         except OSError as exc:
             log.error("cannot store ACD event: %s", exc)
         try:
-            self.records.count(ev.tenant_id, doc)
+            self.records.count(tenant_id, doc)
         except Exception:  # the statistics never stop the live events
             log.exception("ACD event not counted in the daily statistics")
         for sub in list(self._subscribers):
-            if sub.tenant_id == ev.tenant_id:
+            if sub.tenant_id == tenant_id:
                 sub.offer(doc)
 
     def subscribe(self, tenant_id: str, agent: str | None) -> Subscription:

@@ -72,19 +72,22 @@ Routes (all JSON except the audio; errors are
 - ``PUT    /api/v1/plugins/{name}``                           body: a WebAssembly module
   (binary or text), checked (compiles, no imports, the ABI) before it is stored, 201
 - ``POST   /api/v1/agent-sessions`` (no token), ``DELETE /api/v1/agent-sessions/current``,
-  ``PUT /api/v1/agents/{agent}/state``, ``GET /api/v1/acd``, ``GET /api/v1/acd/events``
-  (server-sent events), ``GET /api/v1/acd/daily?date=``: agents and the wallboard
-  (docs/API.md)
+  ``PUT /api/v1/agents/{agent}/state``, ``PUT /api/v1/agents/{agent}/wrap-up``,
+  ``GET /api/v1/acd``, ``GET /api/v1/acd/events`` (server-sent events),
+  ``GET /api/v1/acd/daily?date=``: agents and the wallboard (docs/API.md)
 - ``GET|POST /api/v1/monitors``, ``PUT|DELETE /api/v1/monitors/{id}``: a supervisor
   listens to, whispers to or barges into an agent's call (docs/API.md)
 - ``POST /api/v1/assists``, ``GET|DELETE /api/v1/assists/{id}``: a flow for the
   customer of an agent's call, the agent listening in (R-4.8)
+- ``POST /api/v1/conferences``, ``GET /api/v1/conferences/{id}``: an agent's call and
+  its consultation joined in a three-way conference
 
 The agent desktop (no token: static files; the page signs in with the agent's
 password and then sends its session token like any client):
 
 - ``GET    /desk/``                  the page (``web/desk/index.html``)
-- ``GET    /desk/desk.js``, ``/desk/supervisor.js``, ``/desk/assist.js``, ``/desk/desk.css``,
+- ``GET    /desk/desk.js``, ``/desk/supervisor.js``, ``/desk/assist.js``,
+  ``/desk/wrapup.js``, ``/desk/desk.css``,
   ``/desk/i18n/{en,zh-Hans,zh-Hant}.json``
 - ``GET    /desk/softphone.js``      the built JsSIP bundle (404 ``softphone_not_built``)
 - ``GET    /desk/config.json``       ``{"ws_url", "wss_url"}``: the edge's SIP/WebSocket
@@ -120,7 +123,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from appliance.acd.errors import AcdError
-from appliance.agents import STATES, AgentDesk
+from appliance.agents import STATES, AgentDesk, WrapUpError
 from appliance.ivr.plugins import PluginError, PluginHost
 from appliance.ivr.prompts import (
     LANGUAGE_RE,
@@ -699,6 +702,27 @@ async def _agent_state(request: web.Request) -> web.Response:
     return web.json_response({"agent": agent, "requested": state, "approved": approved})
 
 
+async def _agent_wrap_up(request: web.Request) -> web.Response:
+    """R-5.2a: the agent files a contact it handled under a wrap-up code, with a note
+    (its own session or a tenant token; the note is never logged)."""
+    principal = request[PRINCIPAL]
+    agent = request.match_info["agent"]
+    if principal.agent not in (None, agent):
+        raise _not_found(f"no agent {agent}")  # another agent's contacts: not yours
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    contact, code, note = body.get("contact"), body.get("code"), body.get("note", "")
+    if not (isinstance(contact, str) and contact and isinstance(code, str)
+            and isinstance(note, str)):
+        raise _bad('the body is {"contact": "<call id>", "code": "<wrap-up code>", '
+                   '"note": "<text>"}')
+    try:
+        doc = request.app[BACKEND].agents.wrap_up(tenant, agent, contact, code, note)
+    except WrapUpError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+    return web.json_response(doc)
+
+
 async def _acd_snapshot(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
     snap = request.app[BACKEND].agents.snapshot(tenant)
@@ -884,6 +908,39 @@ async def _stop_assist(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+# --------------------------------------------------------------------------- conferences
+async def _start_conference(request: web.Request) -> web.Response:
+    """The agent's call and the consultation it placed become one three-way conference
+    (the agent's own session; a tenant token names the ``agent``)."""
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    principal, named = request[PRINCIPAL], body.get("agent")
+    if principal.agent is not None:
+        if named not in (None, principal.agent):
+            raise _not_found(f"no agent {named}")  # another agent's calls: not yours
+        agent = principal.agent
+    elif isinstance(named, str) and named:
+        agent = named
+    else:
+        raise _bad('name the "agent" whose calls are joined')
+    try:
+        doc = request.app[BACKEND].agents.conference(tenant, agent)
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    _audit(request, tenant, "agent %s joins its calls in a conference", agent)
+    return web.json_response(doc, status=201)
+
+
+async def _conference(request: web.Request) -> web.Response:
+    tenant = _required_tenant(request)
+    try:
+        doc = request.app[BACKEND].agents.conferenced(
+            tenant, request.match_info["conference"], _assist_owner(request))
+    except MonitorError as exc:
+        raise _monitor_error(exc) from None
+    return web.json_response(doc)
+
+
 async def _end_streams(app: web.Application) -> None:
     """On shutdown: end the event streams, which would otherwise hold the server's
     graceful shutdown until they end by themselves (never, while a desktop reads)."""
@@ -977,6 +1034,7 @@ def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Applicat
     r.add_post("/api/v1/agent-sessions", _agent_sign_in, name="agent_sign_in")
     r.add_delete("/api/v1/agent-sessions/current", _agent_sign_out)
     r.add_put("/api/v1/agents/{agent}/state", _agent_state)
+    r.add_put("/api/v1/agents/{agent}/wrap-up", _agent_wrap_up)
     r.add_get("/api/v1/acd", _acd_snapshot)
     r.add_get("/api/v1/acd/events", _acd_events)
     r.add_get("/api/v1/acd/daily", _acd_daily)
@@ -987,10 +1045,12 @@ def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Applicat
     r.add_post("/api/v1/assists", _start_assist)
     r.add_get("/api/v1/assists/{assist}", _assist)
     r.add_delete("/api/v1/assists/{assist}", _stop_assist)
+    r.add_post("/api/v1/conferences", _start_conference)
+    r.add_get("/api/v1/conferences/{conference}", _conference)
     r.add_get("/desk", _desk_redirect, name="desk_redirect")
     r.add_get("/desk/", _desk_static, name="desk_page")
-    r.add_get(r"/desk/{file:(?:desk\.(?:js|css)|supervisor\.js|assist\.js)}", _desk_static,
-              name="desk_files")
+    r.add_get(r"/desk/{file:(?:desk\.(?:js|css)|supervisor\.js|assist\.js|wrapup\.js)}",
+              _desk_static, name="desk_files")
     r.add_get("/desk/i18n/{language}.json", _desk_static, name="desk_labels")
     r.add_get("/desk/softphone.js", _desk_softphone, name="desk_softphone")
     r.add_get("/desk/config.json", _desk_config, name="desk_config")

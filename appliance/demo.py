@@ -91,7 +91,8 @@ def demo_plan_dict() -> tuple[dict[str, Any], dict[str, Any]]:
                 "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 15,
                             "strategy": "best_skill", "max_wait": 120,
                             "announce_position_every": 30}],
-                "acd": {"max_on_break": 1, "not_ready_reasons": ["lunch", "training"]},
+                "acd": {"max_on_break": 1, "not_ready_reasons": ["lunch", "training"],
+                        "wrap_up_codes": ["sale", "enquiry", "complaint", "callback"]},
                 "announcements": [
                     {"number": "700", "text": "Welcome to Acme.", "voice": "en-us"}
                 ],

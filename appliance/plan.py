@@ -207,6 +207,11 @@ class Tenant:
     acd: TenantAcdConfig | None = None  # None: no queues
     # R-X.1: an agent's extension calls out only while the agent is signed in
     bind_agent_phones: bool = False
+    # R-X.2: the tenant's customer record for the screen pop, ``{caller}`` and the
+    # call's data keys (``{account}``...) filled in, URL-encoded ("": none)
+    crm_url: str = ""
+    # R-5.2a: the codes an agent files a handled contact under in after-call work
+    wrap_up_codes: tuple[str, ...] = ()
     status: TenantStatus = "active"
     treatments: Treatments = Treatments()
 
@@ -470,7 +475,11 @@ class Plan:
                                 "not_ready_reasons": list(t.acd.not_ready_reasons),
                                 "night_hours": list(t.acd.night_hours)
                                 if t.acd.night_hours else None,
-                                "bind_agent_phones": t.bind_agent_phones}} if t.acd else {}),
+                                "bind_agent_phones": t.bind_agent_phones,
+                                **({"crm_url": t.crm_url} if t.crm_url else {}),
+                                **({"wrap_up_codes": list(t.wrap_up_codes)}
+                                   if t.wrap_up_codes else {})}}
+                       if t.acd else {}),
                 }
                 for t in self.tenants
             ],
@@ -661,6 +670,10 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
     bind = _mapping(doc, "acd", path).get("bind_agent_phones", False)
     if not isinstance(bind, bool):
         raise PlanError(f"{path}.acd.bind_agent_phones", "true or false")
+    crm_url = _mapping(doc, "acd", path).get("crm_url", "")
+    if not isinstance(crm_url, str) or (crm_url and not _CRM_URL_RE.fullmatch(crm_url)):
+        raise PlanError(f"{path}.acd.crm_url",
+                        "an http(s) URL with {caller} or {data key} placeholders")
     actions = doc.get("actions", {})
     if not isinstance(actions, dict) or not set(actions) <= {"databases", "hosts"}:
         raise PlanError(f"{path}.actions", "a mapping with databases and hosts")
@@ -705,7 +718,8 @@ def _tenant(path: str, doc: Any, trunk_names: set[str]) -> Tenant:
         flows=flows, databases=databases, action_hosts=hosts, mailboxes=tuple(mailboxes),
         api_tokens=_token_hashes(doc, path), limits=limits,
         agents=tuple(agents), queues=tuple(queues), status=status, treatments=treatments,
-        acd=acd, bind_agent_phones=bind,
+        acd=acd, bind_agent_phones=bind, crm_url=crm_url,
+        wrap_up_codes=_wrap_up_codes(doc, path, acd is not None),
     )
 
 
@@ -758,7 +772,27 @@ _QUEUE_KEYS = ("priority", "strategy", "wrap_up", "service_level_target",
                "callback_retry_delay", "callback_timeout", "match_language",
                "announce_agent", "initial_aht")
 _ACD_KEYS = ("max_on_break", "break_groups", "not_ready_reasons", "night_hours",
-             "bind_agent_phones")
+             "bind_agent_phones", "crm_url", "wrap_up_codes")
+# no spaces, quotes or angle brackets; placeholders are {identifier}
+_CRM_URL_RE = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[^\s\"'<>]*)?")
+
+
+MAX_WRAP_UP_CODES = 50
+_WRAP_UP_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _wrap_up_codes(doc: dict[str, Any], path: str, queues: bool) -> tuple[str, ...]:
+    """``acd.wrap_up_codes``: identifiers (1-32 of A-Z a-z 0-9 _ -), unique, at most 50;
+    kept only for a tenant with queues (as the rest of its ``acd`` settings)."""
+    p = f"{path}.acd.wrap_up_codes"
+    codes = _list(_mapping(doc, "acd", path), "wrap_up_codes", f"{path}.acd")
+    if len(codes) > MAX_WRAP_UP_CODES:
+        raise PlanError(p, f"at most {MAX_WRAP_UP_CODES} codes")
+    for i, code in enumerate(codes):
+        if not isinstance(code, str) or not _WRAP_UP_CODE_RE.fullmatch(code):
+            raise PlanError(f"{p}[{i}]", "a code is 1-32 of A-Z a-z 0-9 _ -")
+    _unique(p, codes)
+    return tuple(codes) if queues else ()
 
 
 def _opt_str(doc: dict[str, Any], key: str, path: str) -> str:

@@ -70,6 +70,7 @@ def test_the_page_is_served_without_a_token_with_its_security_headers() -> None:
         for path, ctype in (("/desk/desk.js", "text/javascript"), ("/desk/desk.css", "text/css"),
                             ("/desk/supervisor.js", "text/javascript"),
                             ("/desk/assist.js", "text/javascript"),
+                            ("/desk/wrapup.js", "text/javascript"),
                             ("/desk/i18n/zh-Hant.json", "application/json")):
             resp = await client.get(path)
             assert (resp.status, resp.content_type) == (200, ctype), path
@@ -172,7 +173,7 @@ def test_a_desktop_reading_events_does_not_hold_up_the_apis_shutdown() -> None:
 # ------------------------------------------------------------------ the page's own rules
 PAGE = (DESK_DIR / "index.html").read_text(encoding="utf-8")
 SCRIPT = "\n".join((DESK_DIR / name).read_text(encoding="utf-8")
-                   for name in ("desk.js", "supervisor.js", "assist.js"))
+                   for name in ("desk.js", "supervisor.js", "assist.js", "wrapup.js"))
 
 
 def catalog(language: str) -> dict[str, str]:
@@ -186,7 +187,8 @@ def test_the_page_has_no_inline_script_or_style_and_every_input_a_label() -> Non
     assert not re.search(r"\son[a-z]+\s*=", PAGE) and " style=" not in PAGE
     assert "<style" not in PAGE
     labelled = set(re.findall(r'<label for="([^"]+)"', PAGE))
-    fields = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', PAGE))
+    fields = set(re.findall(r'<(?:input|select|textarea)[^>]*\bid="([^"]+)"', PAGE))
+    assert "wrapup-note" in fields
     assert fields - labelled <= {"reason-text"}  # desk.js points the reason label at it
 
 

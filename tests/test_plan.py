@@ -254,3 +254,55 @@ def test_ha1_is_rfc2617() -> None:
     import hashlib
 
     assert ext.ha1("acme.example") == hashlib.md5(b"1001:acme.example:password-1").hexdigest()
+
+
+def test_the_customer_record_url_is_an_http_template_and_round_trips() -> None:
+    doc = copy.deepcopy(DOC)
+    acme = doc["tenants"][0]
+    acme["agents"] = [{"id": "alice", "extension": "1001"}]
+    acme["queues"] = [{"name": "sales", "agents": ["alice"]}]
+    acme["acd"] = {"crm_url": "https://crm.acme.example/c?phone={caller}&acct={account}"}
+    p = Plan.from_dict(doc)
+    assert p.tenants[0].crm_url.endswith("acct={account}")
+    assert Plan.from_dict(p.to_dict()) == p
+    for bad in ("javascript:alert(1)", "https://crm.example/a b", 'https://x/"><script>', 3):
+        acme["acd"] = {"crm_url": bad}
+        with pytest.raises(PlanError) as refused:
+            Plan.from_dict(doc)
+        assert refused.value.path == "tenants[0].acd.crm_url"
+
+
+def test_wrap_up_codes_are_unique_identifiers_and_round_trip() -> None:
+    doc = _with_queues(copy.deepcopy(DOC))
+    acme = doc["tenants"][0]
+    acme["acd"]["wrap_up_codes"] = ["sale", "no_sale", "call-back", "Info2"]
+    p = Plan.from_dict(doc)
+    assert p.tenants[0].wrap_up_codes == ("sale", "no_sale", "call-back", "Info2")
+    assert p.tenants[1].wrap_up_codes == ()  # optional
+    out = p.to_dict()["tenants"][0]["acd"]
+    assert out["wrap_up_codes"] == ["sale", "no_sale", "call-back", "Info2"]
+    assert Plan.from_dict(p.to_dict()) == p
+    acme["acd"]["wrap_up_codes"] = [f"code{i}" for i in range(50)]
+    assert len(Plan.from_dict(doc).tenants[0].wrap_up_codes) == 50
+    for bad, path in (("sale", "tenants[0].acd.wrap_up_codes"),
+                      ({"sale": 1}, "tenants[0].acd.wrap_up_codes"),
+                      (["sale", "sale"], "tenants[0].acd.wrap_up_codes"),
+                      ([f"code{i}" for i in range(51)], "tenants[0].acd.wrap_up_codes"),
+                      (["sale", ""], "tenants[0].acd.wrap_up_codes[1]"),
+                      (["has space"], "tenants[0].acd.wrap_up_codes[0]"),
+                      (["x" * 33], "tenants[0].acd.wrap_up_codes[0]"),
+                      (["dot.ted"], "tenants[0].acd.wrap_up_codes[0]"),
+                      ([7], "tenants[0].acd.wrap_up_codes[0]")):
+        acme["acd"]["wrap_up_codes"] = bad
+        with pytest.raises(PlanError) as refused:
+            Plan.from_dict(doc)
+        assert refused.value.path == path, bad
+    # a tenant without queues has no ACD: its codes are checked, not kept
+    acme["acd"]["wrap_up_codes"] = ["sale"]
+    globex = doc["tenants"][1]
+    globex["acd"] = {"wrap_up_codes": ["sale"]}
+    assert Plan.from_dict(doc).tenants[1].wrap_up_codes == ()
+    globex["acd"] = {"wrap_up_codes": ["bad code"]}
+    with pytest.raises(PlanError) as refused:
+        Plan.from_dict(doc)
+    assert refused.value.path == "tenants[1].acd.wrap_up_codes[0]"

@@ -24,7 +24,9 @@ seconds ``logged_in`` (every state but ``logged_out``) = ``ready`` + ``not_ready
 ``break`` + ``ringing`` (reserved) + ``talk`` (talking and hold on contacts) +
 ``wrap_up`` (after-call work) + ``outbound`` (talking and hold on outbound calls);
 ``hold`` (part of ``talk`` or ``outbound``); ``not_ready_by_reason`` splits
-``not_ready`` by reason code.
+``not_ready`` by reason code; ``wrap_up_codes``: the contacts the agent filed under each
+wrap-up code (the node's ``WrapUp`` documents; one with ``replaces`` moves its contact
+from the old code to the new one, on that day).
 
 Queues (``QueueDay``): ``entered`` (``ContactQueued`` as a new arrival: cause
 ``enqueued`` or ``transfer``; ``transferred_in`` of those by a transfer), ``offers``,
@@ -37,7 +39,7 @@ answer is counted: ``service_level_target``), ``abandoned`` (callers who hung up
 ``requested``/``placed``/``failed``/``dropped`` (final failure)/``cancelled``/
 ``connected``; ``wait_seconds`` the total wait of the answered contacts (so
 ``average_wait_seconds`` = ``wait_seconds / answered``) and ``longest_wait_seconds``
-among the contacts answered, abandoned or exited.
+among the contacts answered, abandoned or exited; ``wrap_up_codes`` as the agents'.
 
 Missed events. The core never logs an agent out without an event, so an agent that
 comes back from ``logged_out`` while it is held logged in means the tenant's ACD
@@ -126,9 +128,11 @@ class AgentDay:
     hold_seconds: float = 0.0
     wrap_up_seconds: float = 0.0
     outbound_seconds: float = 0.0
+    wrap_up_codes: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> AgentDay:
-        return replace(self, not_ready_by_reason=dict(self.not_ready_by_reason))
+        return replace(self, not_ready_by_reason=dict(self.not_ready_by_reason),
+                       wrap_up_codes=dict(self.wrap_up_codes))
 
     def to_dict(self) -> dict[str, Any]:
         """Seconds rounded to the millisecond, reasons sorted."""
@@ -161,9 +165,10 @@ class QueueDay:
     callbacks_connected: int = 0
     wait_seconds: float = 0.0
     longest_wait_seconds: float = 0.0
+    wrap_up_codes: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> QueueDay:
-        return replace(self, exited=dict(self.exited))
+        return replace(self, exited=dict(self.exited), wrap_up_codes=dict(self.wrap_up_codes))
 
     @property
     def average_wait_seconds(self) -> float | None:
@@ -555,6 +560,20 @@ class DailyStats:
                        day: _Day) -> None:
         day.agent(_text(doc, "agent")).breaks_refused += 1
 
+    def _wrap_up(self, doc: Mapping[str, Any], tenant: str, now: float, day: _Day) -> None:
+        code, agent, queue = _text(doc, "code"), _text(doc, "agent"), _text(doc, "queue")
+        if not code or not agent:
+            return
+        old = _text(doc, "replaces")
+        for counts in [day.agent(agent).wrap_up_codes] + \
+                ([day.queue(queue).wrap_up_codes] if queue else []):
+            if old and counts.get(old, 0) > 0:  # filed under the old code that day
+                counts[old] -= 1
+                if not counts[old]:
+                    del counts[old]
+            counts[code] = counts.get(code, 0) + 1
+
+
 _Handler = Callable[[DailyStats, Mapping[str, Any], str, float, _Day], None]
 _HANDLERS: Final[Mapping[str, _Handler]] = {
     "AgentStateChanged": DailyStats._state_changed,
@@ -570,4 +589,5 @@ _HANDLERS: Final[Mapping[str, _Handler]] = {
     "CallbackPlaced": DailyStats._callback,
     "CallbackFailed": DailyStats._callback,
     "BreakRefused": DailyStats._break_refused,
+    "WrapUp": DailyStats._wrap_up,  # the node's, not the core's (appliance/agents.py)
 }

@@ -150,7 +150,8 @@ class MixMedia:
     """Mix the bridged ``pair`` of a call with a ``supervisor`` leg, who hears both and is
     heard per ``mode``: ``listen`` by nobody, ``whisper`` by the ``agent`` leg only,
     ``barge`` by both. Sent again when the mode changes; a ``BridgeMedia`` of the pair
-    ends the mix (the recording of the pair goes on through it)."""
+    ends the mix (the recording of the pair goes on through it). An agent's three-way
+    conference is the same mix: the consulted party as the ``supervisor``, barging."""
 
     pair: tuple[str, str]
     supervisor: str
@@ -330,6 +331,7 @@ class Leg:
     monitor: Monitor | None = None  # a supervisor monitors this leg's conversation, or
     # this is the supervisor's leg (``monitor.leg``)
     assist: Assist | None = None  # the customer's leg runs a flow beside its agent
+    conference: AgentConference | None = None  # one of an agent's three-way conference
 
 
 @dataclass(eq=False)
@@ -396,6 +398,26 @@ class Assist:
     before: Mapping[str, Any]
     state: str = "running"  # running, done (the flow ended), ended (the call did)
     results: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class AgentConference:
+    """An agent's three-way conference (the desktop's "Conference" during a consult):
+    the customer (``customer``) and the agent's leg (``talker``) of the agent's first
+    call, and the party the agent consulted (``third``, a leg of the agent's second call,
+    which keeps its own CDR) are mixed, all heard by all. When any of them leaves, the
+    other two talk on, bridged (across the two calls if need be)."""
+
+    id: str
+    tenant_id: str
+    agent: str
+    talker: Leg
+    customer: Leg
+    third: Leg
+
+    @property
+    def legs(self) -> tuple[Leg, Leg, Leg]:
+        return (self.customer, self.talker, self.third)
 
 
 class MonitorError(ValueError):
@@ -472,6 +494,7 @@ class B2bua:
         self.monitors: dict[str, Monitor] = {}  # supervisors on agents' calls, by id
         self.assists: dict[str, Assist] = {}  # flows run beside agents, by id (until the
         # call ends)
+        self.conferences: dict[str, AgentConference] = {}  # agents' three-way ones, by id
         self._local: tuple[float, float] | None = None  # (now, local seconds of the day)
         self._sync_acd(plan, 0.0)
 
@@ -906,7 +929,9 @@ class B2bua:
     def _on_bye(self, leg: Leg, now: float) -> None:
         call = leg.call
         supervising = leg.monitor is not None and leg.monitor.leg is leg
-        if not call.hangup_side and leg.transfer_from is None and not supervising:
+        leaving = leg.conference is not None and leg.conference.talker is leg  # the agent
+        if not call.hangup_side and leg.transfer_from is None and not supervising \
+                and not leaving:
             call.hangup_side = "caller" if leg.role == "a" else "callee"
         self._trace(call, "hangup", leg=leg.id)
         self._end_leg(leg, now)
@@ -914,6 +939,8 @@ class B2bua:
         leg.peer = None
         if peer is not None:
             peer.peer = None
+            if peer.call is not call:  # bridged across calls after a conference
+                peer.call.hangup_side = peer.call.hangup_side or call.hangup_side
             self._commands.append(UnbridgeMedia(peer.id))
             self._hang_up(peer, now)
 
@@ -939,7 +966,8 @@ class B2bua:
         self.layer.send_response(key, resp, now)
         held = neg.remote_direction in ("sendonly", "inactive")
         self._trace(leg.call, "hold" if held else "resume", leg=leg.id)
-        if leg.peer is not None and leg.peer.state == "up":
+        if leg.peer is not None and leg.peer.state == "up" and leg.conference is None:
+            # (in a conference one party's hold leaves the other two talking)
             self._reinvite(leg.peer, neg.remote_direction, now)
 
     def _on_info(self, key: str, leg: Leg, req: Request, now: float) -> None:
@@ -966,7 +994,8 @@ class B2bua:
             self._respond(key, req, 400, "Missing Refer-To", now)
             return
         if leg.party is None or peer is None or leg.state != "up" \
-                or peer.assist is not None:  # the customer is in a flow beside the agent
+                or peer.assist is not None \
+                or leg.conference is not None:  # a flow beside the agent, a conference
             self._respond(key, req, 403, "Transfer Not Allowed", now)
             return
         target = NameAddr.parse(refer_to).uri
@@ -974,7 +1003,8 @@ class B2bua:
         replaces = _replaces(target)
         if replaces is not None:
             other = self._leg_by_dialog.get(replaces)
-            if other is None or other.peer is None or other.party != leg.party:
+            if other is None or other.peer is None or other.party != leg.party \
+                    or other.conference is not None:
                 self._respond(key, req, 481, "Replaced Dialog Not Found", now)
                 return
             self._respond(key, req, 202, None, now)
@@ -1412,6 +1442,7 @@ class B2bua:
                 acd.no_answer(cmd.contact, cmd.agent, now)
                 return
             data = {**call.data, "queue": cmd.queue, "agent": cmd.agent,
+                    "contact": cmd.contact,  # the desk's wrap-up names it (R-5.2a)
                     **({"language": cmd.language} if cmd.language else {}),
                     **({"callback": "true"} if cmd.callback else {}),
                     **({"night": "1"} if cmd.night_alert else {})}
@@ -1727,6 +1758,8 @@ class B2bua:
             raise MonitorError(409, "already_monitored", f"{agent_id}'s call is monitored")
         if talker.peer.assist is not None:
             raise MonitorError(409, "conflict", f"{agent_id}'s customer is in a flow")
+        if talker.conference is not None:
+            raise MonitorError(409, "conflict", f"{agent_id} is in a conference")
         if agent.extension == supervisor.extension:
             raise MonitorError(409, "conflict", "a supervisor cannot monitor itself")
         call = talker.call
@@ -1774,6 +1807,7 @@ class B2bua:
         other = talker.peer
         assert other is not None
         if other.assist is not None or talker.monitor is not None or other.monitor is not None \
+                or talker.conference is not None \
                 or (other.ivr is not None and not other.ivr.finished):
             raise MonitorError(409, "conflict", f"{agent_id}'s call is busy with another "
                                "flow or a supervisor")
@@ -1867,6 +1901,82 @@ class B2bua:
                 and mon.talker.peer is mon.other:
             self._commands.append(BridgeMedia(mon.other.id, mon.talker.id,
                                               gone.call.tenant_id, gone.call.id))
+
+    # ----------------------------------------------------------------- three-way calls
+
+    def conference(self, tenant_id: str, agent_id: str, now: float) -> AgentConference:
+        """The agent consults a third party (its first call's customer on hold, a second
+        call of its extension answered): the three talk together. The customer and the
+        agent's leg of the first call and the third party's leg of the second are mixed,
+        all heard by all; the agent's leg of the second call is hung up (the agent talks
+        on its first call), the third party's leg stays in its own call."""
+        tenant = self.plan.tenant(tenant_id)
+        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
+            if tenant is not None else None
+        if agent is None:
+            raise MonitorError(404, "not_found", f"no agent {agent_id}")
+        talking = sorted((x for x in self._legs.values()
+                          if x.call.tenant_id == tenant_id and x.state == "up"
+                          and x.party is not None and x.party.extension == agent.extension
+                          and x.peer is not None and x.peer.state == "up"
+                          and x.peer.peer is x),
+                         key=lambda x: (x.call.start, x.id))
+        if len(talking) != 2 or talking[0].call is talking[1].call:
+            raise MonitorError(409, "not_consulting",
+                               f"{agent_id} is not on a call and a consultation")
+        first, second = talking  # the agent's first call, then its consultation
+        customer, third = first.peer, second.peer
+        assert customer is not None and third is not None
+        if any(x.monitor is not None or x.assist is not None or x.conference is not None
+               or x.bridge_after is not None or (x.ivr is not None and not x.ivr.finished)
+               for x in (first, customer, second, third)):
+            raise MonitorError(409, "conflict", f"{agent_id}'s calls are busy with a "
+                               "supervisor, a flow or a conference")
+        conf = AgentConference(id=f"{first.call.id}-conference-{next(self._seq)}",
+                               tenant_id=tenant_id, agent=agent_id, talker=first,
+                               customer=customer, third=third)
+        for x in conf.legs:
+            x.conference = conf
+        self.conferences[conf.id] = conf
+        second.peer = third.peer = None  # the third party belongs to the mix now
+        if second.call.outbound_agent == agent_id and not first.call.outbound_agent:
+            # the agent stays busy for the ACD as long as its first call lasts
+            first.call.outbound_agent, second.call.outbound_agent = agent_id, ""
+        self._trace(first.call, "conference_started", conference=conf.id, agent=agent_id,
+                    third=third.number, other_call=second.call.id)
+        self._trace(second.call, "conference_joined", conference=conf.id, agent=agent_id,
+                    other_call=first.call.id)
+        self._commands.append(MixMedia((customer.id, first.id), third.id, first.id, "barge",
+                                       first.call.tenant_id, first.call.id))
+        self._send_bye(second, now)  # after the mix took its media over
+        for party in (customer, third):  # held while the agent talked to the other one
+            self._resume_held(party, now)
+        return conf
+
+    def _leave_conference(self, conf: AgentConference, gone: Leg, now: float) -> None:
+        """``gone`` left the conference: the other two talk on, bridged (the agent's
+        leaving ends its part in the ACD contact, as a transfer would)."""
+        self.conferences.pop(conf.id, None)
+        for x in conf.legs:
+            if x.conference is conf:
+                x.conference = None
+        rest = [x for x in conf.legs if x is not gone and x.state == "up"]
+        gone.peer = None
+        self._trace(gone.call, "conference_left", conference=conf.id, leg=gone.id,
+                    role="agent" if gone is conf.talker
+                    else "customer" if gone is conf.customer else "third")
+        for x in rest:
+            x.peer = None
+        if len(rest) < 2:  # cannot happen (every leg leaving ends it), but never dangle
+            for x in rest:
+                x.call.hangup_side = x.call.hangup_side or "node"
+                self._hang_up(x, now)
+            return
+        a, b = rest  # the customer first, then the agent's leg: the pair's recording
+        a.peer, b.peer = b, a
+        self._commands.append(BridgeMedia(a.id, b.id, a.call.tenant_id, a.call.id))
+        if gone is conf.talker:
+            self._release_transferor(gone, now)
 
     # ----------------------------------------------------------------- B legs
 
@@ -2296,6 +2406,11 @@ class B2bua:
             self.dialogs.remove(leg.dialog.dialog_id)
             self._leg_by_dialog.pop(leg.dialog.dialog_id, None)
         self._leg_by_server.pop(leg.server_key or "", None)
+        # before its media closes, so the pair's bridge takes over the pair's recorder
+        if leg.conference is not None:
+            self._leave_conference(leg.conference, leg, now)
+        if leg.monitor is not None:
+            self._end_monitor(leg.monitor, leg, now)
         if leg.port:
             self._commands.append(CloseMedia(leg.id, leg.port))
             self.ports.release(leg.port)
@@ -2303,8 +2418,6 @@ class B2bua:
         self._legs.pop(leg.id, None)
         if leg.acd_agent:  # the agent a transfer rang is free again
             self._agent_leg_ended(leg, now)
-        if leg.monitor is not None:
-            self._end_monitor(leg.monitor, leg, now)
         if leg.assist is not None:  # the customer left during the flow
             leg.assist.state, leg.assist = "ended", None
         call = leg.call

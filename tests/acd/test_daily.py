@@ -394,6 +394,69 @@ def test_tenants_are_kept_apart() -> None:
     assert stats.records("initech", DAY) is None
 
 
+# ------------------------------------------------------------------------ wrap-up codes
+def wrapped(wall: float, agent_id: str, contact: str, code: str, queue: str = "sales",
+            replaces: str | None = None, tenant: str = "acme") -> dict[str, Any]:
+    """The node's WrapUp document (appliance/agents.py): no ``at``, no ``cause``."""
+    return {"type": "WrapUp", "wall": wall, "tenant_id": tenant, "agent": agent_id,
+            "contact": contact, "queue": queue, "code": code, "note": "n",
+            "replaces": replaces}
+
+
+def test_wrap_ups_are_counted_per_code_per_agent_and_per_queue() -> None:
+    stats = DailyStats()
+    t = T0 + 8 * H
+    feed(stats, [
+        wrapped(t, "a1", "c1", "sale"),
+        wrapped(t + 1, "a1", "c2", "sale", queue="support"),
+        wrapped(t + 2, "a1", "c3", "no_sale"),
+        wrapped(t + 3, "a2", "c4", "sale"),
+        wrapped(t + 4, "a1", "c5", "sale", tenant="globex"),
+    ])
+    assert agent_of(stats, "a1").wrap_up_codes == {"sale": 2, "no_sale": 1}
+    assert agent_of(stats, "a2").wrap_up_codes == {"sale": 1}
+    assert queue_of(stats, "sales").wrap_up_codes == {"sale": 2, "no_sale": 1}
+    assert queue_of(stats, "support").wrap_up_codes == {"sale": 1}
+    assert agent_of(stats, "a1", tenant="globex").wrap_up_codes == {"sale": 1}
+    # nothing else of the records moves
+    assert (agent_of(stats, "a1").answered, agent_of(stats, "a1").logged_in_seconds) == (0, 0)
+    # sorted by code in the record's dict, and the views are copies
+    records = stats.records("acme", DAY)
+    assert records is not None
+    out = records.to_dict()
+    assert list(out["agents"][0]["wrap_up_codes"]) == ["no_sale", "sale"]
+    records.agents[0].wrap_up_codes["sale"] = 99
+    records.queues[0].wrap_up_codes.clear()
+    assert agent_of(stats, "a1").wrap_up_codes["sale"] == 2
+    assert queue_of(stats, "sales").wrap_up_codes == {"sale": 2, "no_sale": 1}
+
+
+def test_a_wrap_up_that_replaces_another_moves_its_contact_to_the_new_code() -> None:
+    stats = DailyStats()
+    t = T0 + 8 * H
+    feed(stats, [wrapped(t, "a1", "c1", "sale"), wrapped(t + 1, "a1", "c2", "sale"),
+                 wrapped(t + 60, "a1", "c1", "callback", replaces="sale"),
+                 wrapped(t + 90, "a1", "c1", "no_sale", replaces="callback")])
+    assert agent_of(stats, "a1").wrap_up_codes == {"sale": 1, "no_sale": 1}
+    assert queue_of(stats, "sales").wrap_up_codes == {"sale": 1, "no_sale": 1}
+    # the first one was on a day since closed: that day keeps it, the new day counts it
+    feed(stats, [wrapped(T0 + 24 * H + 60, "a1", "c2", "callback", replaces="sale")])
+    assert agent_of(stats, "a1").wrap_up_codes == {"sale": 1, "no_sale": 1}
+    assert agent_of(stats, "a1", DAY + dt.timedelta(days=1)).wrap_up_codes == {"callback": 1}
+
+
+def test_wrap_ups_without_a_code_or_an_agent_are_ignored() -> None:
+    stats = DailyStats()
+    t = T0 + 8 * H
+    feed(stats, [{**wrapped(t, "a1", "c1", "sale"), "code": ""},
+                 {**wrapped(t, "a1", "c1", "sale"), "code": None},
+                 {**wrapped(t, "", "c1", "sale")},
+                 {**wrapped(t, "a1", "c1", "sale", queue="")}])
+    records = stats.records("acme", DAY)
+    assert records is not None and records.queues == ()
+    assert [(a.agent, a.wrap_up_codes) for a in records.agents] == [("a1", {"sale": 1})]
+
+
 # ------------------------------------------------------------------------ restarts
 def test_a_fresh_core_logs_the_tenants_agents_out_at_its_last_event() -> None:
     stats = DailyStats()

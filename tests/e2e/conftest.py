@@ -79,6 +79,7 @@ def test_plan(carrier_port: int, action_port: int = 9) -> dict[str, Any]:
                            {"id": "sue", "extension": "1003", "supervisor": True,
                             "password": AGENT_HASHES["sue"]}],
                 "queues": [{"name": "sales", "agents": ["alice", "bob"], "ring_seconds": 5}],
+                "acd": {"crm_url": CRM_URL, "wrap_up_codes": WRAP_UP_CODES},
                 "announcements": [{"number": "700", "text": "Welcome to Acme.",
                                    "voice": "en-us"}],
                 "outbound": [{"prefix": "0", "trunk": "carrier", "strip": 1, "prepend": "+86"}],
@@ -156,6 +157,10 @@ ASR_FLOW: dict[str, Any] = {  # a spoken yes or no, then to 1001 with the answer
               "agent": {"type": "transfer", "extension": "1001",
                         "data": {"answer": "answer"}}},
 }
+# acme's wrap-up codes, offered by the desk after a queue call (R-5.2a)
+WRAP_UP_CODES = ["sale", "no_sale", "callback"]
+# acme's customer records, linked from the desk's screen pop (R-X.2)
+CRM_URL = "https://crm.acme.example/customers?phone={caller}&queue={queue}"
 ASSIST_FLOW: dict[str, Any] = {  # run for a customer beside the agent
     "flow": "account", "version": 1, "start": "ask",
     "nodes": {"ask": {"type": "collect", "prompt": {"file": "chime"}, "variable": "account",

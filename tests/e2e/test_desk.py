@@ -292,6 +292,9 @@ def test_browser_agent_answers_a_queue_call_with_screen_pop_two_way_audio_and_li
             call = carrier.answered(QUEUE_DID)  # the queue answers, the caller waits
             pop = desk.wait_pop()  # alice's softphone rings with the call's data
             assert pop["queue"] == "sales" and pop["caller"].startswith(CALLER), pop
+            # the tenant's customer record for this caller (R-X.2)
+            assert desk.page.get_attribute("#pop-crm", "href") == \
+                "https://crm.acme.example/customers?phone=%2B8613912345678&queue=sales"
             desk.wait_call("ringing")
             # a daytime offer: no night badge, no alert (test_desk_night has the night)
             assert desk.night() == {"badge": False, "text": "Night-time call",

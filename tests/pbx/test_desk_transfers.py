@@ -201,8 +201,9 @@ def test_transfer_to_a_queue_offers_the_caller_to_its_agent_with_the_data() -> N
     [to_bob] = invites(msgs)  # the ACD offers the caller to support's agent at once
     assert to_bob.uri.user == "1002"
     data = parse_qs(to_bob.headers.get("X-BL-Data") or "")
+    contact = next(iter(c.calls))  # the caller's call id, for the desk's wrap-up
     assert data == {"topic": ["shoes"], "note": ["call back tomorrow"], "queue": ["support"],
-                    "agent": ["bob"], "transferred_by": ["alice"]}
+                    "agent": ["bob"], "transferred_by": ["alice"], "contact": [contact]}
     answer(c, to_bob, 6.0, "1002")
     cmds = c.commands()
     assert any(isinstance(x, BridgeMedia) for x in cmds)

@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from appliance.media.ports import PortPool
-from appliance.pbx.b2bua import B2bua, BridgeMedia, MixMedia, MonitorError, WriteCdr
+from appliance.pbx.b2bua import (
+    B2bua,
+    BridgeMedia,
+    CloseMedia,
+    MixMedia,
+    MonitorError,
+    WriteCdr,
+)
 from appliance.plan import Plan, PlanError
 from appliance.sip.message import Request, parse_message
 from tests.pbx.test_b2bua import invite
@@ -137,3 +144,17 @@ def test_one_monitoring_per_call_and_supervisor_flag_validated() -> None:
     with pytest.raises(PlanError) as bad:
         Plan.from_dict(doc)
     assert bad.value.path == "tenants[0].agents[2].supervisor"
+
+
+def test_the_pair_is_bridged_again_before_the_supervisors_media_closes() -> None:
+    """So the media plane hands the pair's recorder from the mix back to their bridge
+    (closing the supervisor's media first would end the mix and its recording)."""
+    c, _ = talking()
+    mon = c.monitor("acme", "alice", "sue", "listen", 4.0)
+    [to_sue] = invites(c)
+    answer(c, to_sue, 5.0, "1003")
+    c.commands()
+    callee_bye(c, to_sue, "1003", 6.0)
+    out = [x for x in c.commands() if isinstance(x, BridgeMedia | CloseMedia)]
+    assert [type(x).__name__ for x in out] == ["BridgeMedia", "CloseMedia"]
+    assert out[1].leg == mon.leg.id  # type: ignore[union-attr]

@@ -35,6 +35,9 @@
 // NOTIFY says it succeeded (a failure leaves the caller with the agent). "Consult" holds
 // the call and calls a number or extension; "Complete transfer" sends a REFER with
 // Replaces joining the two, "Cancel consult" hangs up the second call and resumes.
+// "Conference" (POST ../api/v1/conferences) joins the caller, the agent and the consulted
+// party: the node hangs up the second call, the page takes the first off hold, shows it
+// as a conference and follows it (GET ../api/v1/conferences/<id>) until one party left.
 "use strict";
 
 (function () {
@@ -68,6 +71,8 @@
   let call = { state: "idle", held: false, muted: false };
   let transfer = { state: "", target: "", cause: "" }; // the panel's status line
   let consult = null; // {target, state: "calling" | "talking"} during a consultation
+  let conference = null; // {id, target, timer} while the call is a three-way conference
+  const CONFERENCE_POLL_MS = 1000;
   let phoneState = { key: "phone.off", vars: {} };
   let streamState = "connecting";
 
@@ -476,6 +481,10 @@
 
   function endCall() {
     consult = null;
+    if (conference) {
+      endConference();
+      setTransfer("", "");
+    }
     setCall("idle");
     $("screen-pop").hidden = true;
     emit("ended");
@@ -490,9 +499,10 @@
     $("pop-caller").textContent = `${number || t("pop.unknown")}${name}`;
     const data = new URLSearchParams(request.getHeader("X-BL-Data") || "");
     const known = ["queue", "language", "transferred_by", "note"];
+    const HIDDEN_DATA = ["agent", "night", "contact"]; // contact: the wrap-up's (wrapup.js)
     const keys = [...known.filter((k) => data.has(k)),
                   ...[...new Set(data.keys())].filter((k) => !known.includes(k)
-                                                          && k !== "agent" && k !== "night")];
+                                                          && !HIDDEN_DATA.includes(k))];
     $("pop-night").hidden = data.get("night") !== "1";
     for (const key of keys) {
       const dt = document.createElement("dt");
@@ -504,7 +514,18 @@
       dd.textContent = data.getAll(key).join(", ");
       pop.append(dt, dd);
     }
+    showCustomerRecord(number, data);
     $("screen-pop").hidden = false;
+  }
+
+  // R-X.2: the tenant's customer record, its URL template filled in from the call
+  function showCustomerRecord(number, data) {
+    const link = $("pop-crm");
+    const template = session && session.crm_url;
+    link.hidden = !template;
+    if (!template) return;
+    link.href = template.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, key) =>
+      encodeURIComponent(key === "caller" ? number : data.get(key) || ""));
   }
 
   function phoneAction(fn) {
@@ -663,6 +684,47 @@
     phoneAction((p) => p.cancelConsult());
   }
 
+  // The three-way conference: the node joins the caller, the agent and the consulted
+  // party and hangs up the consultation; this call is taken off hold for it.
+  async function startConference() {
+    if (!phone || !consult || consult.state !== "talking" || conference) return;
+    const target = consult.target;
+    setTransfer("conferencing", target);
+    let doc;
+    try {
+      doc = await api("POST", "conferences", {});
+    } catch (err) {
+      return setTransfer("conferenceFailed", target, err.message);
+    }
+    consult = null;
+    conference = { id: doc.id, target,
+                   timer: window.setInterval(followConference, CONFERENCE_POLL_MS) };
+    setTransfer("conferenced", target);
+    phoneAction((p) => {
+      if (p.onHold) p.unhold();
+    });
+    renderCall();
+  }
+
+  async function followConference() {
+    const mine = conference;
+    if (!mine || !session) return;
+    try {
+      await api("GET", `conferences/${encodeURIComponent(mine.id)}`);
+    } catch (err) {
+      if (conference !== mine || !(err instanceof ApiError) || err.status !== 404) return;
+      endConference(); // a party left: the call goes on with the other one
+      setTransfer("conferenceEnded", mine.target);
+    }
+  }
+
+  function endConference() {
+    if (!conference) return;
+    window.clearInterval(conference.timer);
+    conference = null;
+    renderCall();
+  }
+
   function renderTransferChoices() {
     const kind = $("transfer-kind").value;
     const names = !snapshot ? [] : kind === "agent"
@@ -678,12 +740,14 @@
   function renderTransfer() {
     const live = call.state === "talking";
     $("transfer").hidden = !live;
-    const busy = transfer.state === "transferring";
-    $("transfer-blind").disabled = !live || busy || consult !== null;
-    $("transfer-consult").disabled = !live || busy || consult !== null
+    const busy = transfer.state === "transferring" || transfer.state === "conferencing";
+    $("transfer-blind").disabled = !live || busy || consult !== null || conference !== null;
+    $("transfer-consult").disabled = !live || busy || consult !== null || conference !== null
       || $("transfer-kind").value !== "number";
     $("transfer-complete").hidden = $("transfer-cancel").hidden = consult === null;
-    $("transfer-complete").disabled = busy || !consult || consult.state !== "talking";
+    $("transfer-conference").hidden = consult === null;
+    $("transfer-complete").disabled = $("transfer-conference").disabled =
+      busy || !consult || consult.state !== "talking";
     $("transfer-cancel").disabled = busy;
     $("transfer-kind").disabled = $("transfer-target").disabled = consult !== null;
     const el = $("transfer-status");
@@ -804,7 +868,8 @@
 
   function renderCall() {
     const el = $("call-status");
-    const shown = call.state === "talking" && call.held ? "held" : call.state;
+    const shown = call.state === "talking" && call.held ? "held"
+      : call.state === "talking" && conference ? "conference" : call.state;
     el.dataset.state = shown;
     el.textContent = t(`call.${shown}`);
     $("pop-title").textContent = t(call.state === "ringing" ? "pop.title" : "pop.current");
@@ -891,6 +956,7 @@
     $("transfer-form").addEventListener("submit", blindTransfer);
     $("transfer-consult").addEventListener("click", startConsult);
     $("transfer-complete").addEventListener("click", completeTransfer);
+    $("transfer-conference").addEventListener("click", startConference);
     $("transfer-cancel").addEventListener("click", cancelConsult);
     $("transfer-kind").addEventListener("change", () => {
       renderTransferChoices();
