@@ -197,7 +197,13 @@ class AgentDesk:
     def sign_out(self, token: str) -> None:
         found = self._sessions.pop(token_hash(token), None)
         if found is not None and not any(s == found for s in self._sessions.values()):
+            self.core.set_agent_phone(found.tenant_id, found.agent_id, None)
             self.set_state(found.tenant_id, found.agent_id, "logged_out", "")
+
+    def set_phone(self, tenant_id: str, agent_id: str, number: str | None) -> None:
+        """PC + phone mode: the agent's offers ring ``number`` (None: its extension);
+        ``ValueError`` when the tenant cannot call it."""
+        self.core.set_agent_phone(tenant_id, agent_id, number)
 
     # ----------------------------------------------------------------- actions
     def act(self, tenant_id: str, action: Callable[[Acd], Any]) -> Any:

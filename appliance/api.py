@@ -73,6 +73,7 @@ Routes (all JSON except the audio; errors are
   (binary or text), checked (compiles, no imports, the ABI) before it is stored, 201
 - ``POST   /api/v1/agent-sessions`` (no token), ``DELETE /api/v1/agent-sessions/current``,
   ``PUT /api/v1/agents/{agent}/state``, ``PUT /api/v1/agents/{agent}/wrap-up``,
+  ``PUT /api/v1/agents/{agent}/phone`` (PC + phone mode),
   ``GET /api/v1/acd``, ``GET /api/v1/acd/events`` (server-sent events),
   ``GET /api/v1/acd/daily?date=``: agents and the wallboard (docs/API.md)
 - ``GET|POST /api/v1/monitors``, ``PUT|DELETE /api/v1/monitors/{id}``: a supervisor
@@ -723,6 +724,29 @@ async def _agent_wrap_up(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+async def _agent_phone(request: web.Request) -> web.Response:
+    """PC + phone mode (R-5.1): the agent's queue calls ring the number it gives (its
+    mobile or landline) instead of its extension; ``{"number": ""}`` undoes it."""
+    principal = request[PRINCIPAL]
+    agent = request.match_info["agent"]
+    if principal.agent not in (None, agent):
+        raise _not_found(f"no agent {agent}")
+    tenant = _required_tenant(request)
+    body = await _read_json_object(request)
+    number = body.get("number")
+    if not isinstance(number, str) or (number and not _NUMBER_RE.fullmatch(number)):
+        raise _bad('the body is {"number": "+8613912345678" (or "" for the extension)}')
+    try:
+        request.app[BACKEND].agents.set_phone(tenant, agent, number or None)
+    except LookupError:
+        raise _not_found(f"no agent {agent}") from None
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    _audit(request, tenant, "agent %s answers on %s", agent,
+           "its extension" if not number else "another phone")
+    return web.json_response({"agent": agent, "number": number})
+
+
 async def _acd_snapshot(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
     snap = request.app[BACKEND].agents.snapshot(tenant)
@@ -1034,6 +1058,7 @@ def make_app(backend: ApiBackend, desk: DeskFiles | None = None) -> web.Applicat
     r.add_post("/api/v1/agent-sessions", _agent_sign_in, name="agent_sign_in")
     r.add_delete("/api/v1/agent-sessions/current", _agent_sign_out)
     r.add_put("/api/v1/agents/{agent}/state", _agent_state)
+    r.add_put("/api/v1/agents/{agent}/phone", _agent_phone)
     r.add_put("/api/v1/agents/{agent}/wrap-up", _agent_wrap_up)
     r.add_get("/api/v1/acd", _acd_snapshot)
     r.add_get("/api/v1/acd/events", _acd_events)

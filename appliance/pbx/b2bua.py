@@ -492,6 +492,7 @@ class B2bua:
         self._callbacks: dict[tuple[str, str], CallbackEntry] = {}  # (tenant, contact)
         self.acd: dict[str, Acd] = {}  # per tenant with queues (appliance/acd)
         self.monitors: dict[str, Monitor] = {}  # supervisors on agents' calls, by id
+        self.agent_phones: dict[tuple[str, str], str] = {}  # PC + phone: (tenant, agent)
         self.assists: dict[str, Assist] = {}  # flows run beside agents, by id (until the
         # call ends)
         self.conferences: dict[str, AgentConference] = {}  # agents' three-way ones, by id
@@ -1446,9 +1447,16 @@ class B2bua:
                     **({"language": cmd.language} if cmd.language else {}),
                     **({"callback": "true"} if cmd.callback else {}),
                     **({"night": "1"} if cmd.night_alert else {})}
-            self._trace(call, "offered", agent=cmd.agent, queue=cmd.queue)
-            b = self._place_b(call, a, Route(tenant.id, "extension", target=agent.extension),
-                              agent.extension, now, data=data,
+            route = self._agent_route(tenant, agent)
+            if route.kind == "trunk" and self._pstn_refused(call, "offer not placed"):
+                acd.no_answer(cmd.contact, cmd.agent, now)  # its phone cannot be rung now
+                return
+            self._trace(call, "offered", agent=cmd.agent, queue=cmd.queue,
+                        **({"phone": route.target} if route.target != agent.extension
+                           else {}))
+            # the call's data stays inside: a carrier never gets it (the desk shows it)
+            b = self._place_b(call, a, route, route.target, now,
+                              data=None if route.kind == "trunk" else data,
                               ring_seconds=cmd.timeout + OFFER_GRACE)
             if b is None:
                 return
@@ -1496,6 +1504,35 @@ class B2bua:
             return
         leg.call.hangup_side = "node"
         self._hang_up(leg, now)
+
+    def set_agent_phone(self, tenant_id: str, agent_id: str, number: str | None) -> None:
+        """PC + phone mode (R-5.1): the agent's offers ring ``number`` (a mobile or
+        landline through the tenant's outbound routes, or another of its extensions)
+        instead of its own extension; None: its extension again. ``ValueError`` when
+        the tenant cannot reach the number, ``LookupError`` for an agent it does not
+        have."""
+        tenant = self.plan.tenant(tenant_id)
+        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
+            if tenant is not None else None
+        if tenant is None or agent is None:
+            raise LookupError(f"no agent {agent_id}")
+        if number is None:
+            self.agent_phones.pop((tenant_id, agent_id), None)
+            return
+        route = self.plan.route(Origin("extension", tenant.id, agent.extension), number)
+        if route.kind not in ("trunk", "extension") or not route.target:
+            raise ValueError(f"{tenant_id} cannot call {number!r}")
+        self.agent_phones[(tenant_id, agent_id)] = number
+
+    def _agent_route(self, tenant: Tenant, agent: Agent) -> Route:
+        """Where an offer for ``agent`` rings: its extension, or its PC + phone number
+        (routed now: a plan may have changed the tenant's routes)."""
+        number = self.agent_phones.get((tenant.id, agent.id))
+        if number is not None:
+            route = self.plan.route(Origin("extension", tenant.id, agent.extension), number)
+            if route.kind in ("trunk", "extension") and route.target:
+                return route
+        return Route(tenant.id, "extension", target=agent.extension)
 
     def _agent_of(self, tenant: Tenant | None, origin: Origin) -> str | None:
         """The agent whose extension places this call, for tenants with an ACD whose

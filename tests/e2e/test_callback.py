@@ -12,7 +12,6 @@ both places the customer's call and receives the node's callback INVITE.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,7 +21,14 @@ import pytest
 from appliance.sip.dialog import Dialog
 from appliance.sip.message import Request, Response
 from appliance.sip.sdp import SessionDescription
-from tests.e2e.conftest import API_TOKENS, CARRIER_IP, PASSWORDS, NodeHandle, start_node
+from tests.e2e.conftest import (
+    API_TOKENS,
+    CARRIER_IP,
+    PASSWORDS,
+    NodeHandle,
+    start_node,
+    wait_for,
+)
 from tests.e2e.test_acd import EventStream, call_api, received, send_tone, sign_in, tone
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
@@ -97,10 +103,11 @@ def test_the_caller_keeps_its_place_and_is_called_back_for_the_agent(
         asked = events.wait("CallbackRequested", queue="sales")
         assert asked["number"] == CUSTOMER
         carrier.hang_up(call)  # the caller goes; the entry stays in line
-        time.sleep(0.5)
-        snap = call_api(node, "GET", "/acd", API_TOKENS["acme"])[1]
-        sales = next(q for q in snap["queues"] if q["name"] == "sales")
-        assert (sales["waiting"], sales["callbacks"], sales["abandoned"]) == (1, 1, 0)
+        sales = wait_for(lambda: next(
+            (q for q in call_api(node, "GET", "/acd", API_TOKENS["acme"])[1]["queues"]
+             if q["name"] == "sales" and (q["waiting"], q["callbacks"]) == (1, 1)), None),
+            5, "the callback entry in line")
+        assert sales["abandoned"] == 0
 
         # alice signs in and goes ready: the node calls the customer back for her
         assert alice.register().status == 200
@@ -129,7 +136,7 @@ def test_the_caller_keeps_its_place_and_is_called_back_for_the_agent(
             alice.rtp, (conn.address, offer.media[0].port), 1400, 3.0)).start()
         threading.Thread(target=carrier.send_audio, daemon=True,
                          args=(back, tone(700, 3.0))).start()
-        time.sleep(0.4)
+        received(alice.rtp, 0.4)  # the streams start; what came before is dropped
         drain(alice.rtp)
         drain(carrier.rtp)
         at_alice, at_customer = received(alice.rtp, 1.2), received(carrier.rtp, 0.8)
@@ -155,3 +162,38 @@ def test_the_caller_keeps_its_place_and_is_called_back_for_the_agent(
         carrier.hang_up_all()
         for ua in (alice, carrier):
             ua.close()
+
+
+def test_an_agent_answers_queue_calls_on_its_own_mobile(node: NodeHandle) -> None:
+    """PC + phone mode (R-5.1): bob, signed in on the desktop, has his queue calls ring
+    his mobile through the carrier trunk (the call's data stays inside)."""
+    carrier = Carrier(node)
+    events = EventStream(node, API_TOKENS["acme"])
+    try:
+        status, session = sign_in(node, "bob")
+        assert status == 201
+        bob = session["token"]
+        call_api(node, "PUT", "/agents/alice/state", API_TOKENS["acme"],
+                 {"state": "logged_out"})  # the queue's other agent is away
+        mobile_number = {"number": "013955556666"}
+        assert call_api(node, "PUT", "/agents/alice/phone", bob, mobile_number)[0] == 404
+        assert call_api(node, "PUT", "/agents/bob/phone", API_TOKENS["globex"],
+                        mobile_number)[0] == 404
+        assert call_api(node, "PUT", "/agents/bob/phone", bob, {"number": "x1"})[0] == 400
+        assert call_api(node, "PUT", "/agents/bob/phone", bob, {"number": "77"})[0] == 400
+        assert call_api(node, "PUT", "/agents/bob/phone", bob, mobile_number)[0] == 200
+        assert call_api(node, "PUT", "/agents/bob/state", bob, {"state": "ready"})[0] == 200
+
+        call = carrier.answered(QUEUE_DID)
+        mobile = carrier.incoming(timeout=10)  # the offer rings bob's mobile
+        assert mobile.invite.uri.user == "+8613955556666"
+        assert mobile.invite.headers.get("X-BL-Data") is None
+        events.wait("ContactAnswered", agent="bob")
+        carrier.hang_up(call)
+        events.wait("ContactEnded", agent="bob")
+        assert call_api(node, "PUT", "/agents/bob/phone", bob, {"number": ""})[0] == 200
+        assert call_api(node, "DELETE", "/agent-sessions/current", bob)[0] == 204
+    finally:
+        events.close()
+        carrier.hang_up_all()
+        carrier.close()

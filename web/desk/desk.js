@@ -175,9 +175,22 @@
     renderAll();
     startPhone(sipPassword);
     $("sip-password").value = "";
+    useOwnPhone($("own-phone").value.trim());
     startEvents();
     pollTimer = window.setInterval(refreshSnapshot, REFRESH_MS);
     $("ready").focus();
+  }
+
+  // PC + phone mode (R-5.1): queue calls ring the agent's own mobile or landline
+  async function useOwnPhone(number) {
+    if (!number || !session) return;
+    try {
+      await api("PUT", `agents/${encodeURIComponent(session.agent)}/phone`, { number });
+      $("own-phone-status").textContent = t("phone.ownPhone", { number });
+      $("own-phone-status").hidden = false;
+    } catch (err) {
+      $("state-error").textContent = t("phone.ownPhoneRefused", { message: err.message });
+    }
   }
 
   async function signOut() {
@@ -212,6 +225,7 @@
     $("sign-in").hidden = false;
     $("break-result").textContent = "";
     $("state-error").textContent = "";
+    $("own-phone-status").hidden = true;
     renderAll();
     $("password").focus();
   }
