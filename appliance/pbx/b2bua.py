@@ -1818,19 +1818,24 @@ class B2bua:
 
     def _talking_leg(self, tenant_id: str, agent_id: str) -> tuple[Leg, Agent]:
         """The leg of the agent's extension bridged to another party, and the agent."""
+        agent, talking = self._talking_legs(tenant_id, agent_id)
+        if not talking:
+            raise MonitorError(409, "agent_not_talking", f"{agent_id} is on no call")
+        return talking[0], agent
+
+    def _talking_legs(self, tenant_id: str, agent_id: str) -> tuple[Agent, list[Leg]]:
+        """The tenant's agent and the legs of its extension bridged to another party,
+        oldest call first (``MonitorError`` 404 for an agent the tenant does not have)."""
         tenant = self.plan.tenant(tenant_id)
         agent = next((a for a in tenant.agents if a.id == agent_id), None) \
             if tenant is not None else None
         if agent is None:
             raise MonitorError(404, "not_found", f"no agent {agent_id}")
-        talker = next((x for x in self._legs.values()
-                       if x.call.tenant_id == tenant_id and x.state == "up"
-                       and x.party is not None and x.party.extension == agent.extension
-                       and x.peer is not None and x.peer.state == "up"
-                       and x.peer.peer is x), None)
-        if talker is None:
-            raise MonitorError(409, "agent_not_talking", f"{agent_id} is on no call")
-        return talker, agent
+        return agent, sorted((x for x in self._legs.values()
+                              if x.call.tenant_id == tenant_id and x.state == "up"
+                              and x.party is not None and x.party.extension == agent.extension
+                              and x.peer is not None and x.peer.state == "up"
+                              and x.peer.peer is x), key=lambda x: (x.call.start, x.id))
 
     # ----------------------------------------------------------------- assisted IVR
 
@@ -1947,17 +1952,7 @@ class B2bua:
         agent's leg of the first call and the third party's leg of the second are mixed,
         all heard by all; the agent's leg of the second call is hung up (the agent talks
         on its first call), the third party's leg stays in its own call."""
-        tenant = self.plan.tenant(tenant_id)
-        agent = next((a for a in tenant.agents if a.id == agent_id), None) \
-            if tenant is not None else None
-        if agent is None:
-            raise MonitorError(404, "not_found", f"no agent {agent_id}")
-        talking = sorted((x for x in self._legs.values()
-                          if x.call.tenant_id == tenant_id and x.state == "up"
-                          and x.party is not None and x.party.extension == agent.extension
-                          and x.peer is not None and x.peer.state == "up"
-                          and x.peer.peer is x),
-                         key=lambda x: (x.call.start, x.id))
+        _, talking = self._talking_legs(tenant_id, agent_id)
         if len(talking) != 2 or talking[0].call is talking[1].call:
             raise MonitorError(409, "not_consulting",
                                f"{agent_id} is not on a call and a consultation")
