@@ -35,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from appliance.acd.core import Acd
 from appliance.acd.events import AcdEvent, ContactEnded, ContactTransferred
@@ -49,6 +49,7 @@ QUEUE_DEPTH = 1000  # events kept per slow subscriber
 DAILY_DIR = "acd-daily"  # next to acd-events.jsonl
 
 STATES = ("ready", "not_ready", "break", "logged_out")
+_T = TypeVar("_T")
 WRAP_UP_WINDOW = 3600.0  # seconds after its end a contact can still be wrapped up
 WRAP_UP_KEPT = 20  # ended contacts remembered per agent
 MAX_NOTE = 500  # characters of a wrap-up note
@@ -209,8 +210,13 @@ class AgentDesk:
     def act(self, tenant_id: str, action: Callable[[Acd], Any]) -> Any:
         """Run ``action`` on the tenant's ACD at the current time; what it decided is
         carried out (offers rung, events published) before this returns."""
+        return self._in_core(lambda now: self.core.agent_action(tenant_id, action, now))
+
+    def _in_core(self, step: Callable[[float], _T]) -> _T:
+        """Run ``step(now)`` on the call control; what it decided (SIP, media, events) is
+        carried out before this returns, also when it raises."""
         try:
-            return self.core.agent_action(tenant_id, action, time.monotonic())
+            return step(time.monotonic())
         finally:
             self._flush()
 
@@ -239,11 +245,8 @@ class AgentDesk:
     def monitor(self, tenant_id: str, agent_id: str, supervisor_id: str, mode: str
                 ) -> dict[str, str]:
         """A supervisor joins an agent's call (``MonitorError`` when refused)."""
-        try:
-            return monitor_doc(self.core.monitor(tenant_id, agent_id, supervisor_id, mode,
-                                                 time.monotonic()))
-        finally:
-            self._flush()
+        return monitor_doc(self._in_core(
+            lambda now: self.core.monitor(tenant_id, agent_id, supervisor_id, mode, now)))
 
     def monitors(self, tenant_id: str) -> list[dict[str, str]]:
         return [monitor_doc(m) for m in self.core.monitors.values()
@@ -251,25 +254,18 @@ class AgentDesk:
 
     def set_monitor_mode(self, tenant_id: str, monitor_id: str, mode: str) -> dict[str, str]:
         self._own_monitor(tenant_id, monitor_id)
-        try:
-            return monitor_doc(self.core.set_monitor_mode(monitor_id, mode, time.monotonic()))
-        finally:
-            self._flush()
+        return monitor_doc(self._in_core(
+            lambda now: self.core.set_monitor_mode(monitor_id, mode, now)))
 
     def stop_monitor(self, tenant_id: str, monitor_id: str) -> None:
         self._own_monitor(tenant_id, monitor_id)
-        try:
-            self.core.stop_monitor(monitor_id, time.monotonic())
-        finally:
-            self._flush()
+        self._in_core(lambda now: self.core.stop_monitor(monitor_id, now))
 
     # ----------------------------------------------------------------- assisted IVR
     def assist(self, tenant_id: str, agent_id: str, flow: str) -> dict[str, Any]:
         """Run ``flow`` for the customer of the agent's call, the agent listening in."""
-        try:
-            return assist_doc(self.core.assist(tenant_id, agent_id, flow, time.monotonic()))
-        finally:
-            self._flush()
+        return assist_doc(self._in_core(
+            lambda now: self.core.assist(tenant_id, agent_id, flow, now)))
 
     def assisted(self, tenant_id: str, assist_id: str, agent: str | None) -> dict[str, Any]:
         """An assisted flow of the tenant (``agent``: only that agent's)."""
@@ -278,19 +274,13 @@ class AgentDesk:
     def stop_assist(self, tenant_id: str, assist_id: str, agent: str | None
                     ) -> dict[str, Any]:
         self._own_assist(tenant_id, assist_id, agent)
-        try:
-            return assist_doc(self.core.stop_assist(assist_id, time.monotonic()))
-        finally:
-            self._flush()
+        return assist_doc(self._in_core(lambda now: self.core.stop_assist(assist_id, now)))
 
     # ----------------------------------------------------------------- conferences
     def conference(self, tenant_id: str, agent_id: str) -> dict[str, Any]:
         """The agent's call and its consultation become one three-way conference."""
-        try:
-            return conference_doc(self.core.conference(tenant_id, agent_id,
-                                                       time.monotonic()))
-        finally:
-            self._flush()
+        return conference_doc(self._in_core(
+            lambda now: self.core.conference(tenant_id, agent_id, now)))
 
     def conferenced(self, tenant_id: str, conference_id: str, agent: str | None
                     ) -> dict[str, Any]:

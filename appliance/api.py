@@ -295,6 +295,8 @@ async def _edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
+    except MonitorError as exc:  # the call control refused (monitor, assist, conference)
+        response = _error(exc.status, exc.code, exc.message)
     except web.HTTPException as exc:  # the router's 404/405, aiohttp's own 413...
         if exc.status < 400:
             raise
@@ -824,10 +826,6 @@ def _supervisor(request: web.Request, body: Mapping[str, Any] | None = None) -> 
     return str(named or "")
 
 
-def _monitor_error(exc: MonitorError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
 async def _monitors(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
     _supervisor(request)
@@ -843,10 +841,7 @@ async def _start_monitor(request: web.Request) -> web.Response:
     agent, mode = body.get("agent"), body.get("mode", "listen")
     if not isinstance(agent, str) or not isinstance(mode, str):
         raise _bad(f'the body is {{"agent", "mode": one of {", ".join(MONITOR_MODES)}}}')
-    try:
-        doc = request.app[BACKEND].agents.monitor(tenant, agent, supervisor, mode)
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.monitor(tenant, agent, supervisor, mode)
     _audit(request, tenant, "%s monitors %s (%s)", supervisor, agent, mode)
     return web.json_response(doc, status=201)
 
@@ -858,36 +853,32 @@ async def _change_monitor(request: web.Request) -> web.Response:
     mode = body.get("mode")
     if not isinstance(mode, str):
         raise _bad(f'the body is {{"mode": one of {", ".join(MONITOR_MODES)}}}')
-    try:
-        doc = request.app[BACKEND].agents.set_monitor_mode(
-            tenant, request.match_info["monitor"], mode)
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.set_monitor_mode(
+        tenant, request.match_info["monitor"], mode)
     return web.json_response(doc)
 
 
 async def _stop_monitor(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
     _supervisor(request)
-    try:
-        request.app[BACKEND].agents.stop_monitor(tenant, request.match_info["monitor"])
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    request.app[BACKEND].agents.stop_monitor(tenant, request.match_info["monitor"])
     return web.Response(status=204)
 
 
 # --------------------------------------------------------------------------- assisted IVR
-def _assisting_agent(request: web.Request, body: Mapping[str, Any]) -> str:
-    """The agent whose call a flow joins: an agent's own session (a supervisor may name
-    another), or the one a tenant token names."""
+def _acting_agent(request: web.Request, body: Mapping[str, Any], whose: str, *,
+                  supervisor_names: bool) -> str:
+    """The agent whose calls a request acts on: an agent's own session (with
+    ``supervisor_names``, a supervisor may name another), or the ``agent`` a tenant
+    token names (``whose``: what the error says it names)."""
     principal = request[PRINCIPAL]
     named = body.get("agent")
     if principal.agent is not None and (named is None or named == principal.agent):
         return principal.agent
-    if principal.agent is not None and not principal.supervisor:
-        raise _not_found(f"no agent {named}")  # another agent's call: not yours
+    if principal.agent is not None and not (supervisor_names and principal.supervisor):
+        raise _not_found(f"no agent {named}")  # another agent's calls: not yours
     if not isinstance(named, str) or not named:
-        raise _bad('name the "agent" whose customer the flow is for')
+        raise _bad(f'name the "agent" {whose}')
     return named
 
 
@@ -896,13 +887,12 @@ async def _start_assist(request: web.Request) -> web.Response:
     line hearing it; the customer is handed back when the flow ends."""
     tenant = _required_tenant(request)
     body = await _read_json_object(request)
-    agent, flow = _assisting_agent(request, body), body.get("flow")
+    agent = _acting_agent(request, body, "whose customer the flow is for",
+                          supervisor_names=True)
+    flow = body.get("flow")
     if not isinstance(flow, str) or not flow:
         raise _bad('the body is {"flow": "<one of the tenant\'s flows>"}')
-    try:
-        doc = request.app[BACKEND].agents.assist(tenant, agent, flow)
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.assist(tenant, agent, flow)
     _audit(request, tenant, "flow %s beside agent %s", flow, agent)
     return web.json_response(doc, status=201)
 
@@ -914,21 +904,15 @@ def _assist_owner(request: web.Request) -> str | None:
 
 async def _assist(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
-    try:
-        doc = request.app[BACKEND].agents.assisted(tenant, request.match_info["assist"],
-                                                   _assist_owner(request))
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.assisted(tenant, request.match_info["assist"],
+                                               _assist_owner(request))
     return web.json_response(doc)
 
 
 async def _stop_assist(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
-    try:
-        doc = request.app[BACKEND].agents.stop_assist(tenant, request.match_info["assist"],
-                                                      _assist_owner(request))
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.stop_assist(tenant, request.match_info["assist"],
+                                                  _assist_owner(request))
     return web.json_response(doc)
 
 
@@ -938,30 +922,16 @@ async def _start_conference(request: web.Request) -> web.Response:
     (the agent's own session; a tenant token names the ``agent``)."""
     tenant = _required_tenant(request)
     body = await _read_json_object(request)
-    principal, named = request[PRINCIPAL], body.get("agent")
-    if principal.agent is not None:
-        if named not in (None, principal.agent):
-            raise _not_found(f"no agent {named}")  # another agent's calls: not yours
-        agent = principal.agent
-    elif isinstance(named, str) and named:
-        agent = named
-    else:
-        raise _bad('name the "agent" whose calls are joined')
-    try:
-        doc = request.app[BACKEND].agents.conference(tenant, agent)
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    agent = _acting_agent(request, body, "whose calls are joined", supervisor_names=False)
+    doc = request.app[BACKEND].agents.conference(tenant, agent)
     _audit(request, tenant, "agent %s joins its calls in a conference", agent)
     return web.json_response(doc, status=201)
 
 
 async def _conference(request: web.Request) -> web.Response:
     tenant = _required_tenant(request)
-    try:
-        doc = request.app[BACKEND].agents.conferenced(
-            tenant, request.match_info["conference"], _assist_owner(request))
-    except MonitorError as exc:
-        raise _monitor_error(exc) from None
+    doc = request.app[BACKEND].agents.conferenced(
+        tenant, request.match_info["conference"], _assist_owner(request))
     return web.json_response(doc)
 
 
