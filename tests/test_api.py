@@ -21,8 +21,6 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from appliance.api import MAX_PROMPT_BYTES, Principal, make_app, start_api
@@ -31,8 +29,7 @@ from appliance.ivr.voicemail import VoicemailStore
 from appliance.media.wav import read_wav_raw
 from appliance.pbx.b2bua import CallRefused
 from appliance.plan import LIMITS
-
-Client = TestClient[web.Request, web.Application]
+from tests.harness.apiapp import Client, run_app
 
 TOKENS = {
     "tok-acme": Principal("acme", "acme-admin"),
@@ -118,11 +115,7 @@ def backend(tmp_path: Path) -> FakeBackend:
 
 
 def serve(backend: FakeBackend, scenario: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        async with TestClient(TestServer(make_app(backend))) as client:
-            await asyncio.wait_for(scenario(client), 10.0)
-
-    asyncio.run(main())
+    run_app(make_app(backend), scenario)
 
 
 async def expect_error(resp: aiohttp.ClientResponse, status: int, error_id: str) -> str:

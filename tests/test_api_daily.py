@@ -9,32 +9,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.acd import Acd
 from appliance.agents import AgentDesk
 from appliance.api import Principal, make_app
 from appliance.daily import _first_offset, read_events
 from tests.acd.helpers import agent, make, queue
+from tests.harness.apiapp import OPEN_DESKS, Client, Clock, close_desks, run_app
 
-Client = TestClient[web.Request, web.Application]
+__all__ = ["close_desks"]  # the fixture closing this module's desks
 T0 = dt.datetime(2024, 3, 5, tzinfo=dt.UTC).timestamp()  # 2024-03-05 00:00 UTC
 H, M = 3600.0, 60.0
 TODAY, YESTERDAY = "2024-03-05", "2024-03-04"
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class FakeCore:
@@ -49,18 +40,8 @@ class FakeCore:
         }
 
 
-OPEN: list[AgentDesk] = []
-
-
 def _no_plan() -> Any:
     return None  # the daily records never read the plan
-
-
-@pytest.fixture(autouse=True)
-def _close_desks() -> Iterator[None]:
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 class Node:
@@ -72,7 +53,7 @@ class Node:
         self.core = core or FakeCore()
         self.desk = AgentDesk(self.core, _no_plan, lambda: None,  # type: ignore[arg-type]
                               run_dir / "acd-events.jsonl", clock=clock, **kw)
-        OPEN.append(self.desk)
+        OPEN_DESKS.append(self.desk)
 
     def do(self, tenant: str, action: Callable[[Acd, float], object]) -> None:
         """An input to the tenant's ACD now; its events published as the node does."""
@@ -266,12 +247,7 @@ class Backend:
 
 
 def serve(node: Node, scenario: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        app = make_app(Backend(node))  # type: ignore[arg-type]
-        async with TestClient(TestServer(app)) as client:
-            await asyncio.wait_for(scenario(client), 10.0)
-
-    asyncio.run(main())
+    run_app(make_app(Backend(node)), scenario)  # type: ignore[arg-type]
 
 
 async def get(client: Client, token: str, query: str = "") -> tuple[int, Any]:

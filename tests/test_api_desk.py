@@ -15,14 +15,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.agents import Subscription
 from appliance.api import DeskFiles, Principal, make_app, start_api
 from appliance.web import DESK_DIR, DESK_LANGUAGES
+from tests.harness.apiapp import Client, run_app
 
-Client = TestClient[web.Request, web.Application]
 WS_URL, WSS_URL = "ws://192.0.2.10:8080", "wss://192.0.2.10:8443"
 
 
@@ -42,13 +40,7 @@ class DeskBackend:
 def serve(scenario: Callable[[Client], Awaitable[None]], *, backend: DeskBackend | None = None,
           softphone: Path | None = None) -> None:
     desk = DeskFiles(DESK_DIR, softphone or Path("/nonexistent/softphone.js"))
-
-    async def main() -> None:
-        app = make_app(backend or DeskBackend(), desk)  # type: ignore[arg-type]
-        async with TestClient(TestServer(app)) as client:
-            await asyncio.wait_for(scenario(client), 10.0)
-
-    asyncio.run(main())
+    run_app(make_app(backend or DeskBackend(), desk), scenario)  # type: ignore[arg-type]
 
 
 def test_the_page_is_served_without_a_token_with_its_security_headers() -> None:

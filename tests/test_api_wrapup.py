@@ -11,20 +11,19 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.acd import Acd
 from appliance.agents import WRAP_UP_KEPT, AgentDesk
 from appliance.api import Principal, make_app
 from appliance.plan import Plan
+from tests.harness.apiapp import OPEN_DESKS, Client, Clock, close_desks, run_app
 
-Client = TestClient[web.Request, web.Application]
+__all__ = ["close_desks"]  # the fixture closing this module's desks
 T0 = dt.datetime(2024, 3, 5, tzinfo=dt.UTC).timestamp()  # 2024-03-05 00:00 UTC
 H = 3600.0
 CODES = ["sale", "no_sale", "callback"]
@@ -47,29 +46,11 @@ def plan_doc() -> dict[str, Any]:
                         tenant("globex", ["g1"], wrap_up_codes=["sale"])]}
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class FakeCore:
     """The tenants' ACDs, built from the plan as the node does."""
 
     def __init__(self, plan: Plan) -> None:
         self.acd = {t.id: Acd(t.acd, 0.0) for t in plan.tenants if t.acd is not None}
-
-
-OPEN: list[AgentDesk] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_desks() -> Iterator[None]:
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 class Node:
@@ -80,7 +61,7 @@ class Node:
         self.events_path = run_dir / "acd-events.jsonl"
         self.desk = AgentDesk(self.core, lambda: self.plan, lambda: None,  # type: ignore[arg-type]
                               self.events_path, clock=self.clock)
-        OPEN.append(self.desk)
+        OPEN_DESKS.append(self.desk)
 
     def do(self, tenant: str, action: Callable[[Acd, float], object]) -> None:
         acd = self.core.acd[tenant]
@@ -130,12 +111,7 @@ class Backend:
 
 
 def serve(node: Node, scenario: Callable[[Client], Awaitable[None]]) -> None:
-    async def main() -> None:
-        app = make_app(Backend(node))  # type: ignore[arg-type]
-        async with TestClient(TestServer(app)) as client:
-            await asyncio.wait_for(scenario(client), 10.0)
-
-    asyncio.run(main())
+    run_app(make_app(Backend(node)), scenario)  # type: ignore[arg-type]
 
 
 async def put(client: Client, token: str, agent: str, body: Any,

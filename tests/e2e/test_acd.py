@@ -24,7 +24,6 @@ import pytest
 
 from appliance.media import g711
 from appliance.media.rtp import RtpPacket
-from appliance.sip.sdp import SessionDescription
 from tests.e2e.conftest import (
     AGENT_PASSWORDS,
     API_TOKENS,
@@ -37,7 +36,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
 from tests.harness.http import http_json
-from tests.harness.sipua import SipUa
+from tests.harness.sipua import SipUa, media_of
 
 pytestmark = pytest.mark.e2e
 QUEUE_DID = "+862088880088"
@@ -165,11 +164,8 @@ def test_no_answer_sets_the_agent_not_ready_and_the_next_agent_gets_the_caller(
         assert data["queue"] == ["sales"] and data["agent"] == ["bob"]
         events.wait("ContactAnswered", agent="bob")
         # two-way audio between the caller and bob
-        offer = SessionDescription.parse(invite.body)
-        conn = offer.media[0].connection or offer.connection
-        assert conn is not None
         threading.Thread(target=send_tone, daemon=True, args=(
-            bob.rtp, (conn.address, offer.media[0].port), 1400, 2.0)).start()
+            bob.rtp, media_of(invite), 1400, 2.0)).start()
         threading.Thread(target=carrier.send_audio, daemon=True,
                          args=(call, tone(700, 2.0))).start()
         at_bob, at_caller = received(bob.rtp, 1.5), received(carrier.rtp, 0.5)

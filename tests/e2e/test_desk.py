@@ -194,6 +194,16 @@ class Desk:
         assert got["blocks"] > 10, got
         return {int(f): p for f, p in got["power"].items()}
 
+    def go_ready(self) -> dict[str, str]:
+        """Click Ready; the page's own state once it shows ready."""
+        self.page.click("#ready")
+        return self.wait_own("ready")
+
+    def answer(self) -> None:
+        """Answer the ringing call in the page; returns once it is talking."""
+        self.page.click("#answer")
+        self.wait_call("talking")
+
     def sign_out(self) -> None:
         self.page.click("#sign-out")
         self.wait("() => !document.getElementById('sign-in').hidden")
@@ -285,8 +295,7 @@ def test_browser_agent_answers_a_queue_call_with_screen_pop_two_way_audio_and_li
             desk.sign_in("alice", "1001")
             assert desk.text("#who") == "alice (acme), extension 1001"
             assert desk.own()["state"] == "not_ready"
-            desk.page.click("#ready")
-            assert desk.wait_own("ready")["text"] == "Ready"
+            assert desk.go_ready()["text"] == "Ready"
             desk.wait_team("ready", 1)
 
             call = carrier.answered(QUEUE_DID)  # the queue answers, the caller waits
@@ -300,8 +309,7 @@ def test_browser_agent_answers_a_queue_call_with_screen_pop_two_way_audio_and_li
             assert desk.night() == {"badge": False, "text": "Night-time call",
                                     "alerting": False}
             assert desk.wait_own("reserved")["text"] == "Ringing"
-            desk.page.click("#answer")
-            desk.wait_call("talking")
+            desk.answer()
             assert desk.wait_own("talking")["text"] == "Talking"
             desk.wait_team("busy", 1)
             assert snapshot_agent(node, "alice")["state"] == "talking"
@@ -389,8 +397,7 @@ def test_unanswered_offer_from_the_ivr_sets_the_browser_agent_not_ready_and_the_
     try:
         with desk_browser(node, tones[BROWSER_TONE]) as desk:
             desk.sign_in("alice", "1001")
-            desk.page.click("#ready")
-            desk.wait_own("ready")
+            desk.go_ready()
             # the caller goes through acme's main flow: 1 for sales (SIP INFO)
             call = carrier.answered(IVR_DID)
             node.wait_trace(lambda e: e["event"] == "ivr" and e.get("node") == "main")

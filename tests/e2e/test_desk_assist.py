@@ -51,12 +51,10 @@ def test_the_agent_runs_a_flow_for_the_caller_and_stays_on_the_line(
     try:
         with desk_browser(node, tones[BROWSER_TONE]) as alice:
             alice.sign_in("alice", "1001")
-            alice.page.click("#ready")
-            alice.wait_own("ready")
+            alice.go_ready()
             call = carrier.answered(QUEUE_DID)
             alice.wait_pop()
-            alice.page.click("#answer")
-            alice.wait_call("talking")
+            alice.answer()
             alice.wait("() => !document.getElementById('assist').hidden")
             alice.page.select_option("#assist-flow", "account")
 

@@ -39,7 +39,7 @@ from tests.e2e.test_desk import (
 from tests.e2e.test_desk_transfer import alice_answers_a_queue_call, wait_transfer
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
-from tests.harness.sipua import SipUa, UaCall
+from tests.harness.sipua import SipUa, UaCall, media_of
 
 pytestmark = pytest.mark.e2e
 BOB_TONE = UNUSED  # 1400 Hz
@@ -76,13 +76,6 @@ def bob(desk_node: NodeHandle) -> Iterator[Bob]:
         yield ua
     finally:
         ua.close()
-
-
-def media_of(invite: Request) -> tuple[str, int]:
-    offer = SessionDescription.parse(invite.body)
-    conn = offer.media[0].connection or offer.connection
-    assert conn is not None
-    return conn.address, offer.media[0].port
 
 
 def hear(carrier: Phone, call: Any, desk: Desk, bob: Bob | None = None,

@@ -115,8 +115,7 @@ def test_a_night_time_offer_shows_a_badge_and_alerts_until_answered_or_ended(
         with desk_browser(node, tones[BROWSER_TONE]) as desk:
             desk.sign_in("alice", "1001")
             desk.page.evaluate(TAP_JS)
-            desk.page.click("#ready")
-            desk.wait_own("ready")
+            desk.go_ready()
             assert desk.night()["alerting"] is False
 
             # a night-time offer: the badge, the alert sounding while it rings
@@ -134,8 +133,7 @@ def test_a_night_time_offer_shows_a_badge_and_alerts_until_answered_or_ended(
             print(f"the alert plays {peaks}")
 
             # answered: the alert stops, the badge stays with the call
-            desk.page.click("#answer")
-            desk.wait_call("talking")
+            desk.answer()
             assert desk.night() == {"badge": True, "text": "Night-time call",
                                     "alerting": False}
             peaks = alert_peaks(desk)

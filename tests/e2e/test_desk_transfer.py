@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from appliance.sip.message import Request
-from appliance.sip.sdp import SessionDescription
 from tests.e2e.conftest import PASSWORDS, NodeHandle
 from tests.e2e.test_acd import received, send_tone, sign_in, tone
 from tests.e2e.test_desk import (
@@ -39,7 +38,7 @@ from tests.e2e.test_desk import (
 from tests.e2e.test_desk import desk_node as desk_node_fixture  # noqa: F401  (a fixture)
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
-from tests.harness.sipua import SipUa
+from tests.harness.sipua import SipUa, media_of
 
 pytestmark = pytest.mark.e2e
 CALLER_TONE, BOB_TONE = 700, 1400
@@ -67,12 +66,10 @@ def bob(node: NodeHandle) -> Iterator[SipUa]:
 
 def alice_answers_a_queue_call(node: NodeHandle, desk: Desk, carrier: Phone) -> Any:
     desk.sign_in("alice", "1001")
-    desk.page.click("#ready")
-    desk.wait_own("ready")
+    desk.go_ready()
     call = carrier.answered(QUEUE_DID)
     assert desk.wait_pop()["queue"] == "sales"
-    desk.page.click("#answer")
-    desk.wait_call("talking")
+    desk.answer()
     desk.wait_own("talking")
     assert desk.page.is_visible("#transfer")
     return call
@@ -86,14 +83,11 @@ def wait_transfer(desk: Desk, state: str, timeout: float = 10.0) -> str:
 
 def two_way_audio(carrier: Phone, call: Any, bob: SipUa, invite: Request) -> None:
     """The carrier and bob each hear the other's tone and not their own."""
-    offer = SessionDescription.parse(invite.body)
-    conn = offer.media[0].connection or offer.connection
-    assert conn is not None
     drain(bob.rtp)
     drain(carrier.rtp)
     senders = [
         threading.Thread(target=send_tone, daemon=True, args=(
-            bob.rtp, (conn.address, offer.media[0].port), BOB_TONE, 2.5)),
+            bob.rtp, media_of(invite), BOB_TONE, 2.5)),
         threading.Thread(target=carrier.send_audio, daemon=True,
                          args=(call, tone(CALLER_TONE, 2.5)))]
     for sender in senders:

@@ -46,16 +46,14 @@ def test_the_agent_files_the_call_that_ended_under_a_code_with_a_note(
     try:
         with desk_browser(node, tones[BROWSER_TONE]) as desk:
             desk.sign_in("alice", "1001")
-            desk.page.click("#ready")
-            desk.wait_own("ready")
+            desk.go_ready()
             assert not form_shown(desk)
 
             call = carrier.answered(QUEUE_DID)
             pop = desk.wait_pop()
             assert pop["queue"] == "sales" and "contact" not in pop, pop  # not for the eye
             desk.wait_call("ringing")
-            desk.page.click("#answer")
-            desk.wait_call("talking")
+            desk.answer()
             [answered] = wait_for(lambda: [e for e in stored(node, "ContactAnswered")
                                            if e["agent"] == "alice"], 5, "the answer")
             contact = answered["contact"]

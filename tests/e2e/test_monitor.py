@@ -16,14 +16,12 @@ from urllib.parse import parse_qs
 import numpy as np
 import pytest
 
-from appliance.sip.message import Request
-from appliance.sip.sdp import SessionDescription
 from tests.e2e.conftest import API_TOKENS, CARRIER_IP, PASSWORDS, NodeHandle, start_node
 from tests.e2e.test_acd import EventStream, call_api, received, send_tone, sign_in, tone
 from tests.e2e.test_desk import drain
 from tests.e2e.test_tenancy import Phone
 from tests.harness.audio import goertzel_power
-from tests.harness.sipua import SipUa
+from tests.harness.sipua import SipUa, media_of
 
 pytestmark = pytest.mark.e2e
 QUEUE_DID = "+862088880088"
@@ -37,13 +35,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHandle]:
         yield handle
     finally:
         handle.stop()
-
-
-def media_of(invite: Request) -> tuple[str, int]:
-    offer = SessionDescription.parse(invite.body)
-    conn = offer.media[0].connection or offer.connection
-    assert conn is not None
-    return conn.address, offer.media[0].port
 
 
 def dominates(power: dict[int, float], loud: int, *quiet: int) -> bool:

@@ -70,13 +70,11 @@ def test_a_supervisor_in_a_second_browser_barges_in_and_both_parties_hear_her(
             assert sue.wait("() => !document.getElementById('supervisor-panel').hidden")
             assert alice.page.evaluate(
                 "() => document.getElementById('supervisor-panel').hidden")
-            alice.page.click("#ready")
-            alice.wait_own("ready")
+            alice.go_ready()
 
             call = carrier.answered(QUEUE_DID)
             alice.wait_pop()
-            alice.page.click("#answer")
-            alice.wait_call("talking")
+            alice.answer()
             # sue's wallboard shows alice talking and the queue's answered call
             sue.wait("""() => {
                 const row = document.querySelector('#sup-agents tr[data-agent="alice"]');

@@ -48,6 +48,14 @@ class UaCall:
     received: list[Request] = field(default_factory=list)
 
 
+def media_of(sdp: SessionDescription | Request) -> Addr:
+    """Where the first audio stream of an SDP (or of a request's SDP body) is sent."""
+    offer = SessionDescription.parse(sdp.body) if isinstance(sdp, Request) else sdp
+    conn = offer.media[0].connection or offer.connection
+    assert conn is not None
+    return conn.address, offer.media[0].port
+
+
 class SipUa:
     def __init__(self, user: str, domain: str, password: str, proxy: Addr,
                  local_ip: str = "127.0.0.1", port: int = 0) -> None:
@@ -240,10 +248,7 @@ class SipUa:
     def send_audio(self, call: UaCall, samples: Any) -> None:
         """Send int16 8 kHz ``samples`` as PCMU RTP to the other side's media address,
         paced in real time (20 ms packets)."""
-        media = call.answer.media[0]
-        conn = media.connection or call.answer.connection
-        assert conn is not None
-        dest = (conn.address, media.port)
+        dest = media_of(call.answer)
         payload = g711.encode("PCMU", samples)
         start = time.monotonic()
         for n, offset in enumerate(range(0, len(payload), 160)):
